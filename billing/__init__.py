@@ -1,0 +1,1 @@
+"""Pricing, reconciliation, charges, innovation vouchers and claims (built by the billing issue)."""

@@ -1,0 +1,1 @@
+"""Catalog (facilities, instruments, pilot lines), availability and reservations."""

@@ -1,0 +1,1 @@
+"""Accounts: organisations, users, roles and API tokens."""

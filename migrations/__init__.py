@@ -1,0 +1,1 @@
+"""Alembic migrations of the LabShare schema; run them with `labshare db upgrade`."""

@@ -1,0 +1,29 @@
+"""The REST API under /api/v1: bearer-token auth, the error format of design.md §8, an OpenAPI document."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+from web.api.blueprint import blp
+
+
+class LabShareApi(Api):
+    def _register_error_handlers(self) -> None:
+        """The app's own handlers (web.errors) produce the project-wide error format for API paths."""
+
+
+def init_api(app: Flask) -> Api:
+    from web.api import accounts, auth  # noqa: F401 -- they add their routes and hooks to blp
+    from web.app import csrf
+
+    api = LabShareApi(app, spec_kwargs={"info": {"description": (
+        "LabShare REST API. Authenticate with `Authorization: Bearer <token>` (create tokens on your "
+        "account page or with `labshare tokens create`). Errors are "
+        "`{\"error\": {\"code\", \"message\", \"details\"}}`; collections take `page` and `per_page` "
+        "and return `total`.")}})
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    api.spec.options["security"] = [{"bearerAuth": []}]
+    csrf.exempt(blp)  # no cookies are honoured here, so cross-site requests cannot ride on a session
+    api.register_blueprint(blp)
+    return api

@@ -1,0 +1,81 @@
+"""Jinja helpers shared by every page: localised names, times in the facility's zone, money, navigation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from flask import Flask, request
+from flask_babel import format_datetime, get_locale
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from booking.categories import CATEGORY_NAMES, ServiceCategory
+from core.accounts.models import Role
+from core.money import format_cny
+from core.regions import SICHUAN_CITIES
+from core.timeutil import to_local
+from web.i18n import LANGUAGE_NAMES, SUPPORTED_LOCALES
+
+ROLE_NAMES = {Role.RESEARCHER: _l("Researcher"), Role.LAB_MANAGER: _l("Lab manager"),
+              Role.FINANCE: _l("Finance"), Role.ADMIN: _l("Administrator")}
+
+# (endpoint, label, icon, roles that see it; None = every signed-in user)
+NAVIGATION = [
+    ("home.index", _l("Home"), "house", None),
+    ("manage.facilities", _l("My facilities"), "building-gear", {Role.LAB_MANAGER, Role.ADMIN}),
+    ("admin.organisations", _l("Organisations"), "buildings", {Role.ADMIN}),
+    ("admin.users", _l("Users"), "people", {Role.ADMIN}),
+]
+
+
+def current_locale() -> str:
+    return str(get_locale() or "zh_CN")
+
+
+def localised(obj, field: str = "name") -> str:
+    """`obj.name_zh` or `obj.name_en` for the current language (falling back to Chinese)."""
+    suffix = "en" if current_locale() == "en" else "zh"
+    return getattr(obj, f"{field}_{suffix}", None) or getattr(obj, f"{field}_zh", "")
+
+
+def local_time(moment: datetime | None, tz_name: str | None = None, fmt: str = "medium") -> str:
+    if moment is None:
+        return "—"
+    from flask import current_app
+
+    tz_name = tz_name or current_app.config["LABSHARE_SETTINGS"].timezone
+    return format_datetime(to_local(moment, tz_name).replace(tzinfo=None), fmt, rebase=False)
+
+
+def city_name(code: str) -> str:
+    zh, en = SICHUAN_CITIES.get(code, (code, code))
+    return en if current_locale() == "en" else zh
+
+
+def category_name(category: str) -> str:
+    zh, en = CATEGORY_NAMES.get(ServiceCategory(category), (category, category))
+    return en if current_locale() == "en" else zh
+
+
+def money(amount: Decimal | None) -> str:
+    return "—" if amount is None else format_cny(amount)
+
+
+def navigation() -> list[tuple[str, str, str]]:
+    if not current_user.is_authenticated:
+        return []
+    return [(endpoint, label, icon) for endpoint, label, icon, roles in NAVIGATION
+            if roles is None or current_user.has_role(*roles)]
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters.update(localtime=local_time, cny=money, city=city_name, category=category_name)
+    app.jinja_env.globals.update(
+        localised=localised, navigation=navigation, current_locale=current_locale,
+        language_names=LANGUAGE_NAMES, supported_locales=SUPPORTED_LOCALES, role_names=ROLE_NAMES,
+    )
+
+    @app.context_processor
+    def _request_context():
+        return {"request_path": request.path}
