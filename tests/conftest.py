@@ -137,3 +137,53 @@ class Auth:
 @pytest.fixture
 def auth(client) -> Auth:
     return Auth(client)
+
+
+# --- private services for integration tests ------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mosquitto():
+    """A private Mosquitto with the shipped configuration (docs/mosquitto/mosquitto.conf), anonymous access."""
+    from tests.services import MosquittoServer
+
+    with MosquittoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def influxdb():
+    """A private InfluxDB 1.x (Debian's influxd) on free loopback ports."""
+    from tests.services import InfluxDBServer
+
+    with InfluxDBServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def influx_v2_gateway(influxdb):
+    """TEST FAKE of InfluxDB >= 1.8's /api/v2/write compatibility endpoint, in front of `influxdb`."""
+    from tests.services import InfluxV2Gateway
+
+    with InfluxV2Gateway(influxdb) as gateway:
+        yield gateway
+
+
+# --- a summary per database backend, for the closing lines of a run -----------------------------------
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") not in ("call", "setup") or (
+                    outcome == "passed" and report.when != "call"):
+                continue
+            match = re.search(r"\[(?:[^\]]*-)?(sqlite|postgresql)(?:-[^\]]*)?\]", report.nodeid)
+            key = match.group(1) if match else "backend-independent"
+            counts.setdefault(key, {}).setdefault(outcome, 0)
+            counts[key][outcome] += 1
+    if counts:
+        terminalreporter.section("tests per database backend")
+        for key in ("sqlite", "postgresql", "backend-independent"):
+            if key in counts:
+                parts = ", ".join(f"{n} {outcome}" for outcome, n in counts[key].items())
+                terminalreporter.write_line(f"{key}: {parts}")
