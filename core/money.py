@@ -22,7 +22,8 @@ def to_cny(value: Decimal | int | str) -> Decimal:
 
 def round_half_up(amount: Decimal, step: Decimal = CNY_STEP) -> Decimal:
     """Round to a multiple of `step` (0.01, 0.1, 1, …), halves away from zero as Chinese invoices do."""
-    return (amount / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step
+    rounded = (amount / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step
+    return rounded + 0 if rounded else abs(rounded)  # no "-0.00" on an invoice
 
 
 def format_cny(amount: Decimal, *, symbol: bool = True) -> str:

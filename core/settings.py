@@ -45,6 +45,13 @@ class Settings:
     timezone: str = "Asia/Shanghai"
     session_cookie_secure: bool = False
     log_level: str = "INFO"
+    smtp_host: str = ""  # empty: e-mails wait in the outbox (outbound_email) and nothing is sent
+    smtp_port: str = "25"
+    smtp_sender: str = "LabShare <noreply@labshare.localhost>"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    public_url: str = "http://127.0.0.1:5000"  # for links in e-mails and feeds made outside a request
 
     @property
     def effective_database_url(self) -> str:
@@ -53,6 +60,15 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    def smtp(self):
+        """SMTP settings for core.mail, or None when no server is configured."""
+        from core.mail import SmtpSettings
+
+        if not self.smtp_host:
+            return None
+        return SmtpSettings(host=self.smtp_host, port=int(self.smtp_port), sender=self.smtp_sender,
+                            username=self.smtp_username, password=self.smtp_password, starttls=self.smtp_starttls)
 
 
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -83,18 +99,27 @@ def _check(s: Settings) -> dict[str, str]:
         backend = make_url(s.effective_database_url).get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             problems["database_url"] = f"only sqlite and postgresql are supported, got {backend!r}"
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         problems["database_url"] = f"not a database URL: {s.database_url!r}"
-    mqtt = urlsplit(s.mqtt_url)
-    if mqtt.scheme not in ("mqtt", "mqtts") or not mqtt.hostname:
+    try:
+        mqtt = urlsplit(s.mqtt_url)
+        mqtt_ok = mqtt.scheme in ("mqtt", "mqtts") and bool(mqtt.hostname)
+    except ValueError:  # urlsplit refuses e.g. an unclosed [IPv6 bracket
+        mqtt_ok = False
+    if not mqtt_ok:
         problems["mqtt_url"] = f"expected mqtt://host:port, got {s.mqtt_url!r}"
     else:
         try:
             mqtt.port  # noqa: B018 -- raises ValueError on a port out of range
         except ValueError:
             problems["mqtt_url"] = f"bad port in {s.mqtt_url!r}"
-    tsdb = urlsplit(s.tsdb_url)
-    if tsdb.scheme not in ("sql", "influxdb", "influxdb-v1") or (tsdb.scheme != "sql" and not tsdb.hostname):
+    try:
+        tsdb = urlsplit(s.tsdb_url)
+        tsdb_ok = tsdb.scheme == "sql" or (tsdb.scheme in ("influxdb", "influxdb-v1") and bool(tsdb.hostname))
+        tsdb.port  # noqa: B018 -- raises ValueError on a port out of range
+    except ValueError:
+        tsdb_ok = False
+    if not tsdb_ok:
         problems["tsdb_url"] = f"expected sql: or influxdb://host:port/db, got {s.tsdb_url!r}"
     if s.default_locale not in LOCALES:
         problems["default_locale"] = f"must be one of {', '.join(LOCALES)}, got {s.default_locale!r}"
@@ -102,6 +127,12 @@ def _check(s: Settings) -> dict[str, str]:
         zone(s.timezone)
     except ValueError:
         problems["timezone"] = f"unknown time zone {s.timezone!r}"
+    if not s.smtp_port.isdigit() or not 0 < int(s.smtp_port) < 65536:
+        problems["smtp_port"] = f"must be a port number, got {s.smtp_port!r}"
+    if "@" not in s.smtp_sender:
+        problems["smtp_sender"] = f"must contain an e-mail address, got {s.smtp_sender!r}"
+    if urlsplit(s.public_url).scheme not in ("http", "https"):
+        problems["public_url"] = f"expected http(s)://host, got {s.public_url!r}"
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems["log_level"] = f"must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}"
     return problems
@@ -121,7 +152,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                 file_values = tomllib.load(fh)
         except OSError as exc:
             raise SettingsError({"config": f"cannot read {config_path}: {exc.strerror}"}) from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML files are UTF-8
             raise SettingsError({"config": f"{config_path} is not valid TOML: {exc}"}) from None
         for key, raw in file_values.items():
             if key not in known:
@@ -132,6 +163,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         env_key = ENV_PREFIX + key.upper()
         if env_key in environ:
             values[key] = environ[env_key]
+    if unknown := set(overrides) - set(known):
+        raise SettingsError(dict.fromkeys(sorted(unknown), "unknown setting"))
     values.update({k: v for k, v in overrides.items() if v is not None})
 
     coerced: dict[str, Any] = {}

@@ -22,7 +22,7 @@ def as_utc(moment: datetime) -> datetime:
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "America"
         raise ValueError(f"unknown time zone: {name!r}") from None
 
 

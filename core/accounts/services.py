@@ -153,6 +153,10 @@ def create_user(db: Session, actor: User | None, *, email: str, password: str, o
 
 def set_roles(db: Session, actor: User, user: User, roles: Iterable[Role]) -> None:
     _require_admin(actor)
+    roles = list(roles)
+    unknown = [r for r in roles if r not in {role.value for role in Role}]
+    if unknown:
+        raise InvalidInput({"roles": [Message(N_("Unknown role: %(role)s."), role=str(unknown[0]))]})
     wanted = {Role(r) for r in roles}
     if not wanted:
         raise InvalidInput({"roles": [N_("Give the user at least one role.")]})

@@ -56,7 +56,7 @@ def revoke_token(db: Session, actor: User, token_id: int) -> ApiToken:
 
 def user_for_token(db: Session, presented: str) -> User:
     """The active user a presented token belongs to, or InvalidToken saying why not."""
-    if not _TOKEN_RE.match(presented or ""):
+    if not _TOKEN_RE.fullmatch(presented or ""):  # not match(): its "$" would accept a trailing newline
         raise InvalidToken("malformed")
     token = db.scalar(select(ApiToken).where(ApiToken.digest == _digest(presented)))
     if token is None:
