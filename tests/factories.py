@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from booking.categories import ServiceCategory
-from booking.models import Facility, FacilityManager, OperationMode, Resource, ResourceKind
+from booking.models import (
+    Blackout,
+    BlackoutKind,
+    Facility,
+    FacilityManager,
+    OperationMode,
+    Qualification,
+    Reservation,
+    ReservationKind,
+    ReservationState,
+    Resource,
+    ResourceKind,
+)
 from core.accounts.credit_code import make_credit_code
 from core.accounts.models import ApiToken, Organisation, OrganisationKind, Role, User
 from core.accounts.passwords import hash_password
 from core.accounts.tokens import create_token
+from core.timeutil import as_utc
 
 PASSWORD = "correct horse battery"
 _PASSWORD_HASH = hash_password(PASSWORD)  # hashing once keeps the suite fast; argon2 is slow on purpose
@@ -83,3 +98,47 @@ def make_resource(db: Session, **overrides: Any) -> Resource:
 def make_token(db: Session, user: User | None = None, name: str | None = None) -> tuple[ApiToken, str]:
     user = user or make_user(db)
     return create_token(db, user, user, name or f"token {next(_seq)}")
+
+
+def row_counts(db: Session, *models: type) -> dict[str, int]:
+    """Rows per table as the database sees them now, for checks that a failed request wrote nothing."""
+    return {model.__tablename__: db.scalar(select(func.count()).select_from(model)) for model in models}
+
+
+def make_reservation(db: Session, **overrides: Any) -> Reservation:
+    """A reservation written directly (no rules, no clash check, no e-mail): for setting up a schedule."""
+    resource = overrides.pop("resource", None) or make_resource(db)
+    user = overrides.pop("user", None) or make_user(db)
+    starts_at = overrides.pop("starts_at", None) or datetime(2030, 1, 7, 1, 0, tzinfo=UTC) + timedelta(days=next(_seq))
+    values = dict(billed_org_id=user.organisation_id, starts_at=starts_at,
+                  ends_at=overrides.pop("ends_at", None) or starts_at + timedelta(hours=2),
+                  state=ReservationState.CONFIRMED, kind=ReservationKind.SELF_SERVICE, purpose="")
+    values.update(overrides)
+    values["starts_at"], values["ends_at"] = as_utc(values["starts_at"]), as_utc(values["ends_at"])  # as read back
+    reservation = Reservation(resource_id=resource.id, user_id=user.id, **values)
+    db.add(reservation)
+    db.flush()
+    return reservation
+
+
+def make_blackout(db: Session, **overrides: Any) -> Blackout:
+    resource = overrides.pop("resource", None) or make_resource(db)
+    starts_at = overrides.pop("starts_at", None) or datetime(2030, 1, 7, 1, 0, tzinfo=UTC) + timedelta(days=next(_seq))
+    values = dict(starts_at=starts_at, ends_at=overrides.pop("ends_at", None) or starts_at + timedelta(hours=4),
+                  kind=BlackoutKind.MAINTENANCE, reason="")
+    values.update(overrides)
+    values["starts_at"], values["ends_at"] = as_utc(values["starts_at"]), as_utc(values["ends_at"])
+    blackout = Blackout(resource_id=resource.id, **values)
+    db.add(blackout)
+    db.flush()
+    return blackout
+
+
+def make_qualification(db: Session, user: User, resource: Resource, **overrides: Any) -> Qualification:
+    """`user` may operate `resource` alone; pass expires_at / revoked_at for expired or revoked ones."""
+    values = dict(granted_at=datetime(2026, 1, 1, tzinfo=UTC), expires_at=None, revoked_at=None)
+    values.update(overrides)
+    qualification = Qualification(user_id=user.id, resource_id=resource.id, **values)
+    db.add(qualification)
+    db.flush()
+    return qualification

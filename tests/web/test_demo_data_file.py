@@ -91,8 +91,18 @@ def duplicates(values):
     return sorted(value for value, count in Counter(values).items() if count > 1)
 
 
-def test_file_has_exactly_the_four_sections(data):
-    assert set(data) == {"organisations", "facilities", "resources", "users"}
+def test_file_has_exactly_the_known_sections(data):
+    assert set(data) == {"organisations", "facilities", "resources", "users", "rules"}
+
+
+def test_booking_rules_name_real_resources_and_columns(data):
+    from booking.catalog import EDITABLE_FIELDS, _validated
+
+    keys = {resource["key"] for resource in data["resources"]}
+    assert set(data["rules"]) <= keys
+    for key, rules in data["rules"].items():
+        assert set(rules) <= set(EDITABLE_FIELDS), key
+        _validated(rules)  # raises InvalidInput for a value the resource editor would refuse
 
 
 def test_every_record_has_exactly_the_schema_fields(data):

@@ -7,7 +7,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, SelectField, StringField
+from wtforms import PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
 from core.accounts import services, tokens
@@ -22,7 +22,7 @@ bp = Blueprint("account", __name__, url_prefix="/account")
 class ProfileForm(FlaskForm):
     name_zh = StringField(_l("Name (Chinese)"), validators=[DataRequired(_l("Enter your name.")), Length(max=100)])
     name_en = StringField(_l("Name (English)"), validators=[Length(max=100)])
-    locale = SelectField(_l("Language"), choices=list(LANGUAGE_NAMES.items()))
+    locale = SelectField(_l("Language"), choices=[SelectChoice(code, name) for code, name in LANGUAGE_NAMES.items()])
 
 
 class PasswordForm(FlaskForm):

@@ -8,7 +8,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
-from wtforms import BooleanField, SelectField, StringField
+from wtforms import BooleanField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
 from core.accounts import services
@@ -26,11 +26,13 @@ KIND_NAMES = {OrganisationKind.UNIVERSITY: _l("University"), OrganisationKind.IN
 
 
 class OrganisationForm(FlaskForm):
-    name_zh = StringField(_l("Name (Chinese)"), validators=[DataRequired(_l("Enter a name.")), Length(max=200)])
-    name_en = StringField(_l("Name (English)"), validators=[DataRequired(_l("Enter a name.")), Length(max=200)])
+    name_zh = StringField(_l("Organisation name (Chinese)"),
+                          validators=[DataRequired(_l("Enter a name.")), Length(max=200)])
+    name_en = StringField(_l("Organisation name (English)"),
+                          validators=[DataRequired(_l("Enter a name.")), Length(max=200)])
     credit_code = StringField(_l("Unified social credit code"),
                               validators=[DataRequired(_l("Enter the credit code.")), Length(max=40)])
-    kind = SelectField(_l("Kind"), choices=[(k.value, label) for k, label in KIND_NAMES.items()])
+    kind = SelectField(_l("Kind"), choices=[SelectChoice(k.value, label) for k, label in KIND_NAMES.items()])
     city = SelectField(_l("City or prefecture"))
     tech_sme = BooleanField(_l("Tech-based SME (科技型中小企业)"))
 
@@ -51,7 +53,7 @@ def organisations():
     from web.templating import current_locale
 
     index = 1 if current_locale() == "en" else 0
-    form.city.choices = [(code, names[index]) for code, names in SICHUAN_CITIES.items()]
+    form.city.choices = [SelectChoice(code, names[index]) for code, names in SICHUAN_CITIES.items()]
     status = 200
     if form.validate_on_submit():
         data = services.OrganisationData(name_zh=form.name_zh.data, name_en=form.name_en.data,

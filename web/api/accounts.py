@@ -53,10 +53,11 @@ class Tokens(MethodView):
         user = current_api_user()
         token, secret = tokens.create_token(db, user, user, body["name"])
         db.commit()
-        return {**TokenSchema().dump(token), "token": secret}
+        # raw values, not TokenSchema().dump(token): the response schema serialises them (only once)
+        return {**{name: getattr(token, name) for name in TokenSchema().fields}, "token": secret}
 
 
-@blp.route("/tokens/<int:token_id>")
+@blp.route("/tokens/<id:token_id>")
 class TokenById(MethodView):
     @blp.response(204)
     def delete(self, token_id: int):

@@ -2,10 +2,56 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
+
+# Row ids are PostgreSQL `integer`s; a larger number cannot name a row (and fails in the database, not as a 404).
+MAX_ID = 2**31 - 1
+NUL_MESSAGE = "Text must not contain NUL characters."
 
 
-class PageQuery(Schema):
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+# Times the API accepts. Outside these years nothing can be booked, and date arithmetic in a facility's zone
+# (a day before, a day after) would overflow Python's datetime instead of failing validation.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, tzinfo=UTC)
+
+
+def time_field(**kwargs) -> fields.AwareDateTime:
+    """An RFC 3339 time with an offset, from 1900 to 2999."""
+    return fields.AwareDateTime(validate=validate.Range(min=EARLIEST, max=LATEST), **kwargs)
+
+
+class InputSchema(Schema):
+    """Base of the API's input schemas: text with NUL characters is refused as invalid input (PostgreSQL cannot
+    store it, so it would otherwise fail in the database)."""
+
+    @pre_load
+    def _refuse_nul(self, data, **kwargs):
+        if isinstance(data, Mapping):
+            bad = sorted(str(key) for key, value in data.items() if _has_nul(key) or _has_nul(value))
+            if bad:
+                raise ValidationError({key: [NUL_MESSAGE] for key in bad})
+        return data
+
+
+def id_field(**kwargs) -> fields.Int:
+    """A field holding a row id."""
+    return fields.Int(validate=validate.Range(min=1, max=MAX_ID), **kwargs)
+
+
+class PageQuery(InputSchema):
     page = fields.Int(load_default=1, validate=validate.Range(min=1, max=100_000))
     per_page = fields.Int(load_default=20, validate=validate.Range(min=1, max=100))
 
@@ -61,7 +107,7 @@ class NewTokenSchema(TokenSchema):
     token = fields.Str(metadata={"description": "the secret; shown only in this response"})
 
 
-class TokenCreate(Schema):
+class TokenCreate(InputSchema):
     name = fields.Str(required=True, validate=validate.Length(min=1, max=100))
 
 
