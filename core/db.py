@@ -72,3 +72,20 @@ def str_enum(cls: type[enum.Enum], name: str) -> Enum:
     adding a value later is then an ordinary migration on both databases."""
     return Enum(cls, name=name, native_enum=False, create_constraint=True, length=32,
                 values_callable=lambda members: [m.value for m in members])
+
+
+def begin_write(db: Session) -> None:
+    """Start the session's transaction as a writer. On SQLite this takes the write lock at once (BEGIN
+    IMMEDIATE), so a read-check-write sequence cannot interleave with another writer; elsewhere it is a
+    no-op (PostgreSQL code takes row locks where it needs them)."""
+    if db.get_bind().dialect.name != "sqlite":
+        return
+    if db.in_transaction():
+        if holds_write_lock(db):
+            return
+        raise RuntimeError("begin_write() must be called before the session's first statement")
+    db.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+
+
+def holds_write_lock(db: Session) -> bool:
+    return db.connection().get_execution_options().get("sqlite_begin") == "IMMEDIATE"

@@ -51,7 +51,18 @@ class DomainError(Exception):
     def render(self, translate=lambda s: s) -> str:
         """The message in the caller's language; `translate` is a gettext function."""
         template = translate(self.message)
-        return template % self.params if self.params else template
+        if not self.params:
+            return template
+        return template % {k: v.translated(translate) if isinstance(v, Message) else v for k, v in self.params.items()}
+
+
+# What NotFound calls the things it did not find, in words a user understands.
+KIND_NAMES: dict[str, str] = {
+    "user": N_("User"), "organisation": N_("Organisation"), "api_token": N_("API token"),
+    "facility": N_("Facility"), "resource": N_("Resource"), "reservation": N_("Reservation"),
+    "blackout": N_("Blackout"), "qualification": N_("Qualification"), "waitlist_entry": N_("Waitlist entry"),
+    "sample_request": N_("Sample request"), "calendar_feed": N_("Calendar feed"), "photo": N_("Photo"),
+}
 
 
 class NotFound(DomainError):
@@ -59,7 +70,8 @@ class NotFound(DomainError):
     message = N_("%(kind)s %(ident)s does not exist.")
 
     def __init__(self, kind: str, ident: object):
-        super().__init__(kind=kind, ident=ident, details={"kind": kind, "id": str(ident)})
+        label = Message(KIND_NAMES[kind]) if kind in KIND_NAMES else kind
+        super().__init__(kind=label, ident=ident, details={"kind": kind, "id": str(ident)})
 
 
 class Forbidden(DomainError):

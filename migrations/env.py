@@ -3,7 +3,7 @@
 from alembic import context
 
 from core.db import make_engine
-from migrations.metadata import target_metadata
+from migrations.metadata import include_object, target_metadata
 
 config = context.config
 
@@ -14,6 +14,7 @@ def run_migrations(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -76,6 +76,8 @@ def engine(backend: str, tmp_path_factory) -> Iterator[Engine]:
 @pytest.fixture
 def connection(engine: Engine):
     with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execution_options(sqlite_begin="IMMEDIATE")  # as web requests that write do
         transaction = connection.begin()
         yield connection
         transaction.rollback()

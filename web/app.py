@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from pathlib import Path
 
 from flask import Flask
 from flask_login import LoginManager
@@ -13,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from core.accounts.models import User
 from core.db import make_engine, make_sessionmaker
+from core.i18n import TRANSLATIONS_DIR
 from core.settings import Settings, load_settings
 from web import database, errors, i18n
 from web.database import get_db
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         LABSHARE_SETTINGS=settings,
         BABEL_DEFAULT_LOCALE=settings.default_locale,
         BABEL_DEFAULT_TIMEZONE=settings.timezone,
-        BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
+        BABEL_TRANSLATION_DIRECTORIES=str(TRANSLATIONS_DIR),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.session_cookie_secure,
@@ -55,16 +55,19 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     _init_login(app)
     errors.init_app(app)
 
-    from web import health, templating
+    from web import calendar, health, photos, templating
     from web.account.routes import bp as account_bp
     from web.admin.routes import bp as admin_bp
     from web.api import init_api
     from web.auth.routes import bp as auth_bp
+    from web.booking.manage_routes import bp as booking_manage_bp
+    from web.booking.routes import bp as booking_bp
     from web.home.routes import bp as home_bp
     from web.manage.routes import bp as manage_bp
 
     templating.init_app(app)
-    for blueprint in (auth_bp, home_bp, account_bp, admin_bp, manage_bp, health.bp):
+    for blueprint in (auth_bp, home_bp, account_bp, admin_bp, manage_bp, booking_bp, booking_manage_bp, health.bp,
+                      calendar.bp, photos.bp):
         app.register_blueprint(blueprint)
     init_api(app)
     _security_headers(app)

@@ -6,25 +6,25 @@ Every command exits non-zero with a one-line reason on error (in the configured 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 
 import click
-from babel import Locale
-from babel.support import Translations
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from core.errors import DomainError, translate_message
+from core.i18n import gettext_for
 from core.settings import Settings, SettingsError, load_settings
 
-TRANSLATIONS_DIR = Path(__file__).parent / "translations"
 DEMO_DATA_DIR = "labshare-demo"
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; a longer number cannot be one
 
 
 def _gettext(settings: Settings | None):
-    locale = settings.default_locale if settings else "zh_CN"
-    # Babel spells zh_CN as zh_Hans_CN, which is also the catalog's folder name
-    return Translations.load(str(TRANSLATIONS_DIR), [Locale.parse(locale)]).gettext
+    return gettext_for(settings.default_locale if settings else "zh_CN")
 
 
 def _fail(message: str, code: int = 1):
@@ -66,7 +66,22 @@ def _settings_or_none() -> Settings | None:
         return None
 
 
-@click.group(help="LabShare: shared large research instruments and pilot lines.")
+class OneLineErrors(click.Group):
+    """Usage errors as one line (`Error: …`) and exit 2, like every other failure of the CLI."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            _fail("aborted", 1)
+        except click.ClickException as exc:
+            _fail(exc.format_message().replace("\n", " "), exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=OneLineErrors, help="LabShare: shared large research instruments and pilot lines.")
 @click.version_option(package_name="labshare")
 def main() -> None:
     pass
@@ -106,10 +121,17 @@ def _ensure_sqlite_dir(settings: Settings) -> None:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
 
 
-def _session(settings: Settings):
+@contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
     from core.db import make_engine, make_sessionmaker
 
-    return make_sessionmaker(make_engine(settings.effective_database_url))()
+    # The engine lives as long as the command's unit of work; disposing it closes its pooled connections.
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 # --- demo data ----------------------------------------------------------------------------------------
@@ -127,12 +149,15 @@ def seed_demo_command() -> None:
 
 
 def _seed(settings: Settings):
-    from web.demo.seed import item_count, load_data, seed_demo
+    from web.demo.seed import item_count, load_data, seed_demo, seed_demo_bookings
 
     data = load_data()
     with _session(settings) as session, click.progressbar(length=item_count(data), label="demo data",
                                                           file=sys.stderr) as bar:
         report = seed_demo(session, data, progress=bar.update)
+        bookings = seed_demo_bookings(session)
+        if bookings:
+            report.created["reservations"] = bookings
         session.commit()
     return report
 
@@ -175,8 +200,11 @@ def users_create(email, org_ref, roles, name_zh, name_en, locale, facility_ids, 
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     with _session(settings) as session:
-        org = (session.get(Organisation, int(org_ref)) if org_ref.isdigit() else
-               session.scalar(select(Organisation).where(Organisation.credit_code == org_ref.strip().upper())))
+        # A credit code may be all digits, so look it up first; only then read the reference as an id.
+        ref = org_ref.strip().upper()
+        org = session.scalar(select(Organisation).where(Organisation.credit_code == ref))
+        if org is None and ref.isdigit() and int(ref) <= MAX_ID:
+            org = session.get(Organisation, int(ref))
         if org is None:
             raise NotFound("organisation", org_ref)
         user = services.create_user(session, None, email=email, password=password, organisation=org,
@@ -265,3 +293,50 @@ def demo(host: str, port: int, data_dir: str) -> None:
             click.echo(f"  {role:<12} {user['email']:<28} password: {user['password']}")
     click.echo("")
     run_simple(host, port, create_app(settings), threaded=True, use_reloader=False)
+
+
+# --- e-mail and reminders ----------------------------------------------------------------------------------
+
+@main.group(help="Outgoing e-mail (the outbox).")
+def mail() -> None:
+    pass
+
+
+@mail.command("send", help="Send queued e-mails over SMTP (LABSHARE_SMTP_*); --every keeps running.")
+@click.option("--every", "every_s", type=click.FloatRange(min=1), help="Repeat every N seconds until stopped.")
+@handles_errors
+def mail_send(every_s: float | None) -> None:
+    import time
+
+    from core.mail import send_pending
+
+    settings = load_settings()
+    smtp = settings.smtp()
+    if smtp is None:
+        _fail("no SMTP server configured: set LABSHARE_SMTP_HOST", 2)
+    while True:
+        with _session(settings) as session:
+            sent, failed = send_pending(session, smtp)
+        click.echo(f"sent {sent}, failed {failed}")
+        if every_s is None:
+            return
+        time.sleep(every_s)
+
+
+@main.group(help="Reservations.")
+def reservations() -> None:
+    pass
+
+
+@reservations.command("remind", help="Queue reminder e-mails for confirmed reservations starting soon.")
+@click.option("--hours", default=24, show_default=True, type=click.IntRange(1, 24 * 14))
+@handles_errors
+def reservations_remind(hours: int) -> None:
+    from datetime import timedelta
+
+    from booking.notifications import send_reminders
+
+    with _session(load_settings()) as session:
+        count = send_reminders(session, ahead=timedelta(hours=hours))
+        session.commit()
+    click.echo(f"{count} reminders queued")

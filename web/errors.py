@@ -12,8 +12,9 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from booking.errors import RuleViolation
 from core import errors as domain
-from web.i18n import error_text, field_errors
+from web.i18n import error_text, field_errors, violation_text
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ STATUS_BY_ERROR: list[tuple[type[domain.DomainError], int]] = [
     (domain.Unauthenticated, 401),
     (domain.InvalidToken, 401),
     (domain.InvalidInput, 422),
+    (RuleViolation, 422),
     (domain.Conflict, 409),
 ]
 
@@ -52,6 +54,17 @@ def http_messages() -> dict[int, str]:
     }
 
 
+def _translated(problems):
+    """marshmallow's messages (strings, or nested dicts/lists of them) through the catalog."""
+    if isinstance(problems, str):
+        return _(problems)
+    if isinstance(problems, list):
+        return [_translated(p) for p in problems]
+    if isinstance(problems, dict):
+        return {key: _translated(value) for key, value in problems.items()}
+    return problems
+
+
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/healthz"
 
@@ -73,6 +86,8 @@ def init_app(app: Flask) -> None:
         details = dict(error.details)
         if isinstance(error, domain.InvalidInput):
             details["fields"] = field_errors(error)
+        if isinstance(error, RuleViolation):
+            details["violations"] = [{**v, "message": violation_text(v)} for v in details.get("violations", [])]
         if wants_json():
             return api_error(status, error.code, error_text(error), details)
         return error_page(status, error_text(error))
@@ -92,8 +107,10 @@ def init_app(app: Flask) -> None:
             details = {}
             messages = (getattr(error, "data", None) or {}).get("messages")
             if messages:  # webargs puts validation errors here, by location (json, query, …)
-                details["fields"] = {field: problems for location in messages.values()
-                                     for field, problems in location.items()}
+                # per field, or a list for the location as a whole (a body that is not JSON at all)
+                details["fields"] = {field: _translated(problems) for name, location in messages.items()
+                                     for field, problems in (location.items() if isinstance(location, dict)
+                                                             else [(name, location)])}
                 message = domain.InvalidInput.message if status == 422 else message
                 message = _(message)
             return api_error(status, HTTP_CODES.get(status, "http_error"), message, details)

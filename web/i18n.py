@@ -37,3 +37,13 @@ def error_text(error: DomainError) -> str:
 
 def field_errors(error) -> dict[str, list[str]]:
     return {field: [translate(m) for m in messages] for field, messages in getattr(error, "fields", {}).items()}
+
+
+def violation_text(violation: dict) -> str:
+    """One broken booking rule ({"code": …, params…}) in the user's language."""
+    from booking.errors import RuleViolation
+
+    params = {k: v for k, v in violation.items() if k not in ("code", "message")}
+    english = RuleViolation.MESSAGES[violation["code"]]
+    template = gettext(english)
+    return template % params if params else template

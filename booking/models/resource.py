@@ -52,11 +52,64 @@ class Resource(Base):
                                                    default=ResourceStatus.ACTIVE)
     # [{"key_zh": "分辨率", "key_en": "Resolution", "value": "0.5 nm"}, ...]
     specs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Lower-cased names, model, manufacturer and specs in one column, so that free-text search is one
+    # substring match (a trigram index serves it on PostgreSQL); kept current by booking.catalog.
+    search_text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    facility: Mapped[Facility] = relationship(back_populates="resources", lazy="joined")
+    # Booking rules. Durations in minutes; a granularity of 1440 means whole days in the facility's zone.
+    granularity_min: Mapped[int] = mapped_column(default=30)
+    min_duration_min: Mapped[int] = mapped_column(default=30)
+    max_duration_min: Mapped[int] = mapped_column(default=480)
+    lead_time_min: Mapped[int] = mapped_column(default=60)
+    horizon_days: Mapped[int] = mapped_column(default=90)
+    # {"mon": "08:30-17:30", ...}; empty means the facility's opening hours; "00:00-24:00" is all day
+    bookable_hours: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    qualification_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_active_per_user: Mapped[int | None]
+    cancellation_deadline_h: Mapped[int] = mapped_column(default=24)
+    batch_days: Mapped[int | None]  # pilot lines booked in batches: a length that is a multiple of this
 
-    __table_args__ = (CheckConstraint("original_value >= 0", name="original_value_not_negative"),)
+    facility: Mapped[Facility] = relationship(back_populates="resources", lazy="joined")
+    photos: Mapped[list[ResourcePhoto]] = relationship(order_by="ResourcePhoto.id", cascade="all, delete-orphan")
+
+    __table_args__ = (
+        CheckConstraint("original_value >= 0", name="original_value_not_negative"),
+        CheckConstraint("granularity_min > 0 AND granularity_min <= 1440", name="granularity_range"),
+        CheckConstraint("min_duration_min > 0 AND max_duration_min >= min_duration_min", name="duration_range"),
+        CheckConstraint("lead_time_min >= 0 AND horizon_days > 0 AND cancellation_deadline_h >= 0",
+                        name="rule_values"),
+        CheckConstraint("max_active_per_user IS NULL OR max_active_per_user > 0", name="max_active_positive"),
+        CheckConstraint("batch_days IS NULL OR batch_days > 0", name="batch_days_positive"),
+    )
 
     def name(self, locale: str) -> str:
         return self.name_en if locale == "en" else self.name_zh
+
+    @property
+    def books_whole_days(self) -> bool:
+        return self.granularity_min == 1440
+
+    @property
+    def offers_self_service(self) -> bool:
+        return self.operation_mode in (OperationMode.SELF_SERVICE, OperationMode.BOTH)
+
+    @property
+    def offers_technician_service(self) -> bool:
+        return self.operation_mode in (OperationMode.TECHNICIAN, OperationMode.BOTH)
+
+
+class ResourcePhoto(Base):
+    """A photo of a resource; the image itself is a file under the data directory (booking.photos)."""
+
+    __tablename__ = "resource_photo"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resource_id: Mapped[int] = mapped_column(ForeignKey("resource.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(100), unique=True)  # random name; never the uploader's
+    content_type: Mapped[str] = mapped_column(String(32))
+    size_bytes: Mapped[int]
+    caption: Mapped[str] = mapped_column(String(200), default="")
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
+    uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)

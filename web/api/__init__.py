@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_smorest import Api
+from werkzeug.routing import IntegerConverter
 
 from web.api.blueprint import blp
+from web.api.schemas import MAX_ID
+
+
+class IdConverter(IntegerConverter):
+    """`<id:name>` in API paths: a row id from 1 to MAX_ID. A larger number cannot name a row (SQLite cannot even
+    compare it with one), so the path does not match: a 404 like any unknown id."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        super().__init__(url_map, min=1, max=MAX_ID)
 
 
 class LabShareApi(Api):
@@ -14,7 +24,7 @@ class LabShareApi(Api):
 
 
 def init_api(app: Flask) -> Api:
-    from web.api import accounts, auth  # noqa: F401 -- they add their routes and hooks to blp
+    from web.api import accounts, auth, booking  # noqa: F401 -- they add their routes and hooks to blp
     from web.app import csrf
 
     api = LabShareApi(app, spec_kwargs={"info": {"description": (
@@ -24,6 +34,7 @@ def init_api(app: Flask) -> Api:
         "and return `total`.")}})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     api.spec.options["security"] = [{"bearerAuth": []}]
+    app.url_map.converters["id"] = IdConverter  # documented as integer 1..MAX_ID (a subclass of int's converter)
     csrf.exempt(blp)  # no cookies are honoured here, so cross-site requests cannot ride on a session
     api.register_blueprint(blp)
     return api

@@ -8,7 +8,7 @@ from core.accounts.models import User
 from core.accounts.tokens import user_for_token
 from core.errors import Unauthenticated
 from web.api.blueprint import blp
-from web.database import get_db
+from web.database import commit_and_continue, get_db
 
 
 def current_api_user() -> User:
@@ -23,5 +23,5 @@ def _authenticate() -> None:
         raise Unauthenticated()
     db = get_db()
     g.api_user = user_for_token(db, presented.strip())
-    if db.dirty:  # last_used_at moved on
-        db.commit()
+    if db.dirty:  # last_used_at moved on: record it even if the request itself fails
+        commit_and_continue(db)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from booking.catalog import search_text_of
 from booking.categories import ServiceCategory
 from booking.models import Facility, OperationMode, Resource, ResourceKind
 from booking.permissions import grant_facility_manager
@@ -23,6 +24,8 @@ from core.accounts import services
 from core.accounts.models import Organisation, Role, User
 
 DATA_FILE = files("web.demo") / "data.toml"
+PILOT_LINE_RULES = {"granularity_min": 1440, "min_duration_min": 1440, "max_duration_min": 43200,
+                    "horizon_days": 365, "cancellation_deadline_h": 72}
 
 
 @dataclass
@@ -77,13 +80,19 @@ def seed_demo(db: Session, data: dict[str, Any] | None = None,
         exists = db.scalar(select(Resource.id).where(
             Resource.facility_id == facility.id, Resource.name_zh == row["name_zh"], Resource.model == row["model"]))
         if exists is None:
-            db.add(Resource(
+            resource = Resource(
                 facility=facility, kind=ResourceKind(row["kind"]), name_zh=row["name_zh"], name_en=row["name_en"],
                 description_zh=row.get("description_zh", ""), description_en=row.get("description_en", ""),
                 model=row["model"], manufacturer=row["manufacturer"],
                 original_value=Decimal(row["original_value_cny"]), category=ServiceCategory(row["category"]),
                 operation_mode=OperationMode(row["operation_mode"]),
-                voucher_eligible=row.get("voucher_eligible", True), specs=list(row.get("specs", []))))
+                voucher_eligible=row.get("voucher_eligible", True), specs=list(row.get("specs", [])))
+            rules = dict(PILOT_LINE_RULES if resource.kind == ResourceKind.PILOT_LINE else {})
+            rules.update(data.get("rules", {}).get(row["key"], {}))
+            for name, value in rules.items():
+                setattr(resource, name, value)
+            resource.search_text = search_text_of(resource)
+            db.add(resource)
             report.count("resources")
         progress(1)
     db.flush()
@@ -107,3 +116,63 @@ def seed_demo(db: Session, data: dict[str, Any] | None = None,
 
 def item_count(data: dict[str, Any]) -> int:
     return sum(len(data[k]) for k in ("organisations", "facilities", "resources", "users"))
+
+
+def seed_demo_bookings(db: Session, *, now=None, days_back: int = 14, days_ahead: int = 21) -> int:
+    """A believable calendar around today: past reservations completed (some no-shows), upcoming ones
+    confirmed or pending, on working hours of the instruments. Runs only on a database without any
+    reservation, so it is idempotent; returns how many it made."""
+    import random
+    from datetime import datetime, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import func
+
+    from booking.hours import parse_span
+    from booking.models import Reservation, ReservationState
+    from booking.rules import Rules
+    from core.accounts.models import Role, UserRole
+    from core.timeutil import utcnow
+
+    if db.scalar(select(func.count()).select_from(Reservation)):
+        return 0
+    now = now or utcnow()
+    rng = random.Random(20261125)  # noqa: S311 -- not for secrets: the same demo calendar every time
+    bookers = list(db.scalars(select(User).join(UserRole).where(UserRole.role == Role.RESEARCHER)))
+    purposes = ["材料表面形貌表征", "催化剂物相分析", "药物杂质定量", "电池极片截面观察", "Thin-film thickness check",
+                "蛋白样品纯度检测", "Failure analysis of a PCB joint", "土壤重金属筛查"]
+    made = 0
+    for resource in db.scalars(select(Resource).where(Resource.kind == ResourceKind.INSTRUMENT)):
+        rules = Rules.of(resource)
+        tz: ZoneInfo = rules.tz
+        today = now.astimezone(tz).date()
+        for offset in range(-days_back, days_ahead):
+            day = today + timedelta(days=offset)
+            span = rules.hours.get(("mon", "tue", "wed", "thu", "fri", "sat", "sun")[day.weekday()])
+            if not span or rng.random() < 0.45:
+                continue
+            open_min, close_min = parse_span(span)
+            step = max(rules.granularity_min, 60)
+            cursor = open_min + step * rng.randint(0, 2)
+            for _ in range(rng.randint(1, 3)):
+                length = max(rules.min_duration_min, step * rng.randint(1, 3))
+                length = min(length, rules.max_duration_min)
+                if cursor + length > close_min:
+                    break
+                start = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=cursor)
+                end = start + timedelta(minutes=length)
+                if offset < 0:
+                    state = ReservationState.NO_SHOW if rng.random() < 0.08 else ReservationState.COMPLETED
+                elif end.astimezone(tz) <= now.astimezone(tz) + timedelta(hours=1):
+                    break
+                else:
+                    state = (ReservationState.PENDING if resource.approval_required and rng.random() < 0.5
+                             else ReservationState.CONFIRMED)
+                booker = rng.choice(bookers)
+                db.add(Reservation(resource_id=resource.id, user_id=booker.id,
+                                   billed_org_id=booker.organisation_id, starts_at=start, ends_at=end,
+                                   state=state, purpose=rng.choice(purposes)))
+                made += 1
+                cursor += length + step * rng.randint(0, 2)
+    db.flush()
+    return made
