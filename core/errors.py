@@ -62,6 +62,7 @@ KIND_NAMES: dict[str, str] = {
     "facility": N_("Facility"), "resource": N_("Resource"), "reservation": N_("Reservation"),
     "blackout": N_("Blackout"), "qualification": N_("Qualification"), "waitlist_entry": N_("Waitlist entry"),
     "sample_request": N_("Sample request"), "calendar_feed": N_("Calendar feed"), "photo": N_("Photo"),
+    "device": N_("Device"),
 }
 
 

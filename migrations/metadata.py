@@ -1,9 +1,11 @@
 """The complete schema: importing every package's models fills `Base.metadata`."""
 
+# Each import registers its tables on Base.metadata; nothing else is used from them.
 import booking.models  # noqa: F401
 import core.accounts.models
 import core.audit
 import core.mail  # noqa: F401
+import devices.models  # noqa: F401
 from core.db import Base
 
 target_metadata = Base.metadata

@@ -340,3 +340,52 @@ def reservations_remind(hours: int) -> None:
         count = send_reminders(session, ahead=timedelta(hours=hours))
         session.commit()
     click.echo(f"{count} reminders queued")
+
+
+# --- devices ------------------------------------------------------------------------------------------------
+
+@main.group(help="The device registry and the broker's credentials.")
+def devices() -> None:
+    pass
+
+
+@devices.command("add", help="Register a device and print its broker password (shown only this once).")
+@click.option("--id", "device_id", required=True, help="Device id: the MQTT topic level and broker user name.")
+@click.option("--resource", "resource_id", required=True, type=int, help="Resource id the device belongs to.")
+@click.option("--source", "usage_source", default="status", show_default=True,
+              type=click.Choice(["events", "status", "power"]), help="How its usage is measured.")
+@click.option("--threshold-w", "power_threshold_w", help="Power threshold in watts (--source power).")
+@click.option("--debounce-s", default=60, show_default=True, type=int)
+@click.option("--heartbeat-s", default=300, show_default=True, type=int)
+@click.option("--description", default="")
+@handles_errors
+def devices_add(device_id, resource_id, usage_source, power_threshold_w, debounce_s, heartbeat_s,
+                description) -> None:
+    from devices.registry import DeviceData, add_device
+
+    with _session(load_settings()) as session:
+        device, secret = add_device(session, None, DeviceData(
+            device_id=device_id, resource_id=resource_id, usage_source=usage_source, description=description,
+            power_threshold_w=power_threshold_w, debounce_s=debounce_s, heartbeat_timeout_s=heartbeat_s))
+        session.commit()
+    click.echo(f"device {device.device_id} registered; broker user {device.device_id}, password (shown once):",
+               err=True)
+    click.echo(secret)
+
+
+@devices.command("export-mosquitto", help="Write Mosquitto's password file and ACL (DIR/passwd, DIR/acl).")
+@click.argument("directory", type=click.Path(file_okay=False))
+@handles_errors
+def devices_export_mosquitto(directory: str) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    from devices.registry import export_mosquitto
+
+    settings = load_settings()
+    mqtt = urlsplit(settings.mqtt_url)
+    if not mqtt.username or not mqtt.password:
+        _fail("LABSHARE_MQTT_URL must carry the ingest's user and password (mqtt://user:password@host:port)", 2)
+    with _session(settings) as session:
+        passwd, acl, count = export_mosquitto(session, Path(directory), ingest_username=unquote(mqtt.username),
+                                              ingest_password=unquote(mqtt.password))
+    click.echo(f"wrote {passwd} and {acl} ({count} devices + the ingest); send Mosquitto SIGHUP to reload")
