@@ -61,9 +61,12 @@ def _validated(db: Session, data: DeviceData) -> dict:
         errors["description"] = [N_("At most 2000 characters.")]
     if errors:
         raise InvalidInput(errors)
-    return {"device_id": data.device_id, "resource_id": data.resource_id,
-            "usage_source": UsageSource(data.usage_source), "description": (data.description or "").strip(), "power_threshold_w": threshold,
-            "debounce_s": data.debounce_s, "heartbeat_timeout_s": data.heartbeat_timeout_s}
+    return {
+        "device_id": data.device_id, "resource_id": data.resource_id,
+        "usage_source": UsageSource(data.usage_source), "description": (data.description or "").strip(),
+        "power_threshold_w": threshold, "debounce_s": data.debounce_s,
+        "heartbeat_timeout_s": data.heartbeat_timeout_s,
+    }
 
 
 def add_device(db: Session, actor: User | None, data: DeviceData) -> tuple[Device, str]:

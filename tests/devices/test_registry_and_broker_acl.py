@@ -22,8 +22,8 @@ from tests.services import MosquittoServer
 
 def _device(db, device_id="sem-01", **overrides):
     resource = overrides.pop("resource", None) or make_resource(db)
-    data = DeviceData(device_id=device_id, resource_id=resource.id, usage_source=overrides.pop("usage_source", "status"),
-                      **overrides)
+    source = overrides.pop("usage_source", "status")
+    data = DeviceData(device_id=device_id, resource_id=resource.id, usage_source=source, **overrides)
     return add_device(db, None, data)
 
 
