@@ -6,6 +6,7 @@ import core.accounts.models
 import core.audit
 import core.mail  # noqa: F401
 import devices.models  # noqa: F401
+import telemetry.models  # noqa: F401
 from core.db import Base
 
 target_metadata = Base.metadata

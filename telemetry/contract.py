@@ -39,7 +39,8 @@ class Invalid(ValueError):
     """The message breaks the contract; `reason` is one of REASONS, `detail` says where."""
 
     def __init__(self, reason: str, detail: str = ""):
-        assert reason in REASONS, reason
+        if reason not in REASONS:
+            raise ValueError(f"unknown dead-letter reason {reason!r}")
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason, self.detail = reason, detail
 

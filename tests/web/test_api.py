@@ -199,10 +199,10 @@ def test_revoking_a_token_that_is_not_yours_is_404_and_changes_nothing(db, clien
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({}, "Missing data for required field."),
-    ({"name": ""}, "Length must be between 1 and 100."),
+    ({}, "缺少必填字段。"),  # marshmallow's fixed messages are translated …
+    ({"name": ""}, "Length must be between 1 and 100."),  # … those with numbers in them are not
     ({"name": "x" * 101}, "Length must be between 1 and 100."),
-    ({"name": 42}, "Not a valid string."),
+    ({"name": 42}, "不是有效的字符串。"),
     ({"name": "   "}, "请为令牌输入 1 至 100 个字符的名称。"),
     ({"name": "taken"}, "您已有同名令牌。"),
 ])
