@@ -35,14 +35,14 @@ def create_blackout(db: Session, actor: User, resource_id: int, starts_at: datet
     found = [c for c in clashes(db, resource.id, start, end) if c.kind == "reservation"]
     if found and not cancel_conflicting:
         raise conflict_error(found, resource.facility.timezone)
+    blackout = Blackout(resource_id=resource.id, starts_at=start, ends_at=end, kind=BlackoutKind(kind),
+                        reason=(reason or "").strip()[:2000], created_by_id=actor.id)
+    db.add(blackout)
+    db.flush()  # before the cancellations: they must not tell the waitlist that the window is free
     for clash in found:
         reservation = db.get(Reservation, clash.id)
         if reservation.ends_at > now:
             cancel_reservation(db, actor, clash.id, reason=reason or kind, now=now)
-    blackout = Blackout(resource_id=resource.id, starts_at=start, ends_at=end, kind=BlackoutKind(kind),
-                        reason=(reason or "").strip()[:2000], created_by_id=actor.id)
-    db.add(blackout)
-    db.flush()
     audit.record(db, actor, "blackout.created", blackout, resource_id=resource.id, kind=kind,
                  starts_at=start.isoformat(), ends_at=end.isoformat(), cancelled=[c.id for c in found])
     return blackout

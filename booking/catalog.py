@@ -26,7 +26,7 @@ from booking.permissions import can_manage_facility
 from booking.rules import Rules, window_violations
 from core import audit
 from core.accounts.models import User
-from core.errors import N_, Forbidden, InvalidInput, NotFound
+from core.errors import N_, Forbidden, InvalidInput, Message, NotFound
 from core.timeutil import as_utc
 
 SORTS = {
@@ -165,6 +165,12 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("name_zh", "name_en"):
         if name in clean and not (isinstance(clean[name], str) and 0 < len(clean[name].strip()) <= 200):
             errors[name] = [N_("Enter a name of 1 to 200 characters.")]
+    for name, limit in (("model", 200), ("manufacturer", 200), ("description_zh", 5000), ("description_en", 5000)):
+        if name in clean and not (isinstance(clean[name], str) and len(clean[name]) <= limit):
+            errors[name] = [Message(N_("At most %(limit)s characters."), limit=limit)]
+    for name in ("voucher_eligible", "approval_required", "qualification_required"):
+        if name in clean and not isinstance(clean[name], bool):
+            errors[name] = [N_("Choose yes or no.")]
     if "original_value" in clean:
         try:
             value = Decimal(str(clean["original_value"]))
@@ -211,11 +217,15 @@ def create_resource(db: Session, actor: User, facility_id: int, values: dict[str
     if missing:
         raise InvalidInput({name: [N_("This field is required.")] for name in sorted(missing)})
     clean = _validated(values)
-    resource = Resource(facility=facility, **clean)
+    resource = Resource(**clean)  # attached to the facility only once valid: a refused one must not be flushed
+    for column in Resource.__table__.columns:  # column defaults apply at INSERT; the rule checks below need them now
+        if column.key not in clean and column.default is not None and column.default.is_scalar:
+            setattr(resource, column.key, column.default.arg)
     if resource.kind == ResourceKind.PILOT_LINE and "granularity_min" not in clean:
         resource.granularity_min, resource.min_duration_min, resource.max_duration_min = 1440, 1440, 43200
     _check_rule_consistency(resource)
     resource.search_text = search_text_of(resource)
+    resource.facility = facility
     db.add(resource)
     db.flush()
     audit.record(db, actor, "resource.created", resource, facility_id=facility_id, name=resource.name_zh)
@@ -233,7 +243,12 @@ def update_resource(db: Session, actor: User, resource_id: int, values: dict[str
     before = {k: getattr(resource, k) for k in changed}
     for name, value in changed.items():
         setattr(resource, name, value)
-    _check_rule_consistency(resource)
+    try:
+        _check_rule_consistency(resource)
+    except InvalidInput:
+        for name, value in before.items():  # leave nothing refused pending in the session
+            setattr(resource, name, value)
+        raise
     resource.search_text = search_text_of(resource)
     if changed:
         audit.record(db, actor, "resource.updated", resource, before=before, after=changed)

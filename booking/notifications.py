@@ -111,7 +111,9 @@ def send_reminders(db: Session, *, ahead: timedelta = timedelta(hours=24), now: 
     now = now or utcnow()
     due = db.scalars(select(Reservation).where(
         Reservation.state == ReservationState.CONFIRMED, Reservation.reminder_sent_at.is_(None),
-        Reservation.starts_at > now, Reservation.starts_at <= now + ahead).with_for_update(skip_locked=True)).all()
+        Reservation.starts_at > now, Reservation.starts_at <= now + ahead)
+        # OF reservation: PostgreSQL refuses to lock the nullable side of the eager-loading outer joins
+        .with_for_update(skip_locked=True, of=Reservation)).all()
     for reservation in due:
         reservation_event(db, reservation, "reminder")
         reservation.reminder_sent_at = now

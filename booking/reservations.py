@@ -239,14 +239,21 @@ def modify_reservation(db: Session, actor: User, reservation_id: int, *, starts_
         reservation.purpose if purpose is None else purpose, reservation.sample_count, reservation.billed_org_id,
         reservation.kind))
     freed = (reservation.starts_at, reservation.ends_at)
-    if (req.starts_at, req.ends_at) != freed:
+    moved = (req.starts_at, req.ends_at) != freed
+    if moved:
         _raise_for(check_request(db, actor, resource, req, now, ignore_reservation=reservation.id),
                    resource.facility.timezone)
-    before = {"starts_at": reservation.starts_at.isoformat(), "ends_at": reservation.ends_at.isoformat()}
+    before = {"starts_at": reservation.starts_at.isoformat(), "ends_at": reservation.ends_at.isoformat(),
+              "state": reservation.state}
     _flush_guarded(db, reservation, starts_at=req.starts_at, ends_at=req.ends_at, purpose=req.purpose)
+    if moved and resource.approval_required and not _is_manager(db, actor, resource):
+        # an approval was for the time approved: a new time needs a new one
+        reservation.state = ReservationState.PENDING
     audit.record(db, actor, "reservation.modified", reservation, before=before,
-                 after={"starts_at": req.starts_at.isoformat(), "ends_at": req.ends_at.isoformat()})
-    notifications.reservation_event(db, reservation, "modified")
+                 after={"starts_at": req.starts_at.isoformat(), "ends_at": req.ends_at.isoformat(),
+                        "state": reservation.state})
+    notifications.reservation_event(db, reservation, "requested" if reservation.state == ReservationState.PENDING
+                                    and moved and resource.approval_required else "modified")
     notifications.waitlist_freed(db, resource, *freed, now=now)
     return reservation
 
@@ -272,12 +279,15 @@ def cancel_reservation(db: Session, actor: User, reservation_id: int, *, reason:
         raise Forbidden()
     if reservation.is_live and reservation.ends_at <= now:
         raise RuleViolation("too_late_to_cancel")
+    was_confirmed = reservation.state == ReservationState.CONFIRMED
     _transition(db, actor, reservation, ReservationState.CANCELLED, "cancelled")
     reservation.cancelled_at = now
     reservation.decision_note = reason.strip()[:2000]
     deadline = reservation.starts_at - timedelta(hours=resource.cancellation_deadline_h)
-    reservation.late_cancellation = (reservation.user_id == actor.id and not manager and now > deadline
-                                     and reservation.kind != ReservationKind.TECHNICIAN)
+    # Only a confirmed slot that others could no longer book is a late cancellation (billing charges it);
+    # withdrawing a request that was never approved costs nothing, nor does a cancellation by the facility.
+    reservation.late_cancellation = (was_confirmed and reservation.user_id == actor.id and not manager
+                                     and now > deadline and reservation.kind != ReservationKind.TECHNICIAN)
     notifications.reservation_event(db, reservation, "cancelled")
     notifications.waitlist_freed(db, resource, reservation.starts_at, reservation.ends_at, now=now)
     return reservation
@@ -316,6 +326,8 @@ def close_reservation(db: Session, actor: User, reservation_id: int, *, no_show:
     """After its start, a confirmed reservation is completed or marked as a no-show (facility managers)."""
     now = now or utcnow()
     reservation = get_reservation(db, reservation_id)
+    if not _is_manager(db, actor, reservation.resource):
+        raise Forbidden()
     if reservation.starts_at > now:
         raise InvalidTransition(state=reservation.state, action="closed before it starts")
     target, action = ((ReservationState.NO_SHOW, "marked_no_show") if no_show

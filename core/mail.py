@@ -71,10 +71,16 @@ def send_pending(db: Session, smtp: SmtpSettings, limit: int = 100) -> tuple[int
         db.commit()
         return 0, len(due)
     with client:
-        if smtp.starttls:
-            client.starttls()
-        if smtp.username:
-            client.login(smtp.username, smtp.password)
+        try:
+            if smtp.starttls:
+                client.starttls()
+            if smtp.username:
+                client.login(smtp.username, smtp.password)
+        except (smtplib.SMTPException, OSError) as exc:  # the server is there but will not take mail
+            for message in due:
+                _failed(message, exc, now)
+            db.commit()
+            return 0, len(due)
         for message in due:
             email = EmailMessage()
             email["From"], email["To"], email["Subject"] = smtp.sender, message.to_address, message.subject
