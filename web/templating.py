@@ -23,6 +23,9 @@ ROLE_NAMES = {Role.RESEARCHER: _l("Researcher"), Role.LAB_MANAGER: _l("Lab manag
 # (endpoint, label, icon, roles that see it; None = every signed-in user)
 NAVIGATION = [
     ("home.index", _l("Home"), "house", None),
+    ("booking.catalog_page", _l("Catalog"), "search", None),
+    ("booking.my_reservations", _l("My reservations"), "calendar-check", None),
+    ("booking_manage.approvals", _l("Approvals"), "check2-square", {Role.LAB_MANAGER, Role.ADMIN}),
     ("manage.facilities", _l("My facilities"), "building-gear", {Role.LAB_MANAGER, Role.ADMIN}),
     ("admin.organisations", _l("Organisations"), "buildings", {Role.ADMIN}),
     ("admin.users", _l("Users"), "people", {Role.ADMIN}),
@@ -30,7 +33,8 @@ NAVIGATION = [
 
 
 def current_locale() -> str:
-    return str(get_locale() or "zh_CN")
+    """Our locale code ("zh_CN" or "en"); Babel itself spells Chinese "zh_Hans_CN"."""
+    return "en" if str(get_locale() or "") == "en" else "zh_CN"
 
 
 def localised(obj, field: str = "name") -> str:
@@ -62,6 +66,21 @@ def money(amount: Decimal | None) -> str:
     return "—" if amount is None else format_cny(amount)
 
 
+def money_short(amount: Decimal | None) -> str:
+    """Large amounts for headlines: ¥2.65亿 / ¥2,645.7万 in Chinese, ¥264.6M in English."""
+    if amount is None:
+        return "—"
+    if current_locale() == "en":
+        for size, suffix in ((Decimal(10) ** 9, "B"), (Decimal(10) ** 6, "M"), (Decimal(10) ** 3, "K")):
+            if abs(amount) >= size:
+                return f"¥{amount / size:,.1f}{suffix}"
+        return format_cny(amount)
+    for size, suffix in ((Decimal(10) ** 8, "亿"), (Decimal(10) ** 4, "万")):
+        if abs(amount) >= size:
+            return f"¥{amount / size:,.2f}{suffix}"
+    return format_cny(amount)
+
+
 def navigation() -> list[tuple[str, str, str]]:
     if not current_user.is_authenticated:
         return []
@@ -70,7 +89,8 @@ def navigation() -> list[tuple[str, str, str]]:
 
 
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(localtime=local_time, cny=money, city=city_name, category=category_name)
+    app.jinja_env.filters.update(localtime=local_time, cny=money, cny_short=money_short, city=city_name,
+                                  category=category_name)
     app.jinja_env.globals.update(
         localised=localised, navigation=navigation, current_locale=current_locale,
         language_names=LANGUAGE_NAMES, supported_locales=SUPPORTED_LOCALES, role_names=ROLE_NAMES,

@@ -244,9 +244,9 @@ def user_args(email: str, org: str, *extra: str) -> list[str]:
 FAILURES = [
     # case                 args (templates)                                         stdin            exit  fragments
     ("unknown org",        user_args("a@example.test", "{unknown_code}", "--role", "researcher", "--password-stdin"),
-     f"{NEW_PASSWORD}\n", 1, ("organisation", "{unknown_code}", "不存在")),
+     f"{NEW_PASSWORD}\n", 1, ("单位", "{unknown_code}", "不存在")),
     ("unknown org id",     user_args("a@example.test", "999999", "--role", "researcher", "--password-stdin"),
-     f"{NEW_PASSWORD}\n", 1, ("organisation 999999 不存在。",)),
+     f"{NEW_PASSWORD}\n", 1, ("单位 999999 不存在。",)),
     ("duplicate e-mail",   user_args("{existing_email}", "{code}", "--role", "researcher", "--password-stdin"),
      f"{NEW_PASSWORD}\n", 1, ("该邮箱已被注册。",)),
     ("duplicate e-mail in capitals", user_args("{existing_email_upper}", "{code}", "--role", "researcher",
@@ -260,9 +260,9 @@ FAILURES = [
      f"{NEW_PASSWORD}\n", 1, ("请输入有效的邮箱地址。",)),
     ("unknown facility",   user_args("c@example.test", "{code}", "--role", "lab_manager", "--facility", "999999",
                                      "--password-stdin"),
-     f"{NEW_PASSWORD}\n", 1, ("facility 999999 不存在。",)),
+     f"{NEW_PASSWORD}\n", 1, ("实验室 999999 不存在。",)),
     ("token for unknown e-mail", ["tokens", "create", "--email", "nobody@example.test"],
-     None, 1, ("user nobody@example.test 不存在。",)),
+     None, 1, ("用户 nobody@example.test 不存在。",)),
     ("token with an empty name", ["tokens", "create", "--email", "{existing_email}", "--name", " "],
      None, 1, ("请为令牌输入 1 至 100 个字符的名称。",)),
 ]

@@ -113,10 +113,10 @@ class Availability(MethodView):
         resource = catalog.get_resource(db, resource_id)
         start, end = args["start"], args["end"]
         busy = [Busy(r.starts_at, r.ends_at, r.state, r.id) for r in
-                reservations.reservations_overlapping(db, [resource_id], start, end)]
-        busy += [Busy(b.starts_at, b.ends_at, b.kind, b.id, is_blackout=True) for b in db.scalars(
-            select(Blackout).where(Blackout.resource_id == resource_id, Blackout.starts_at < end,
-                                   Blackout.ends_at > start))]
+                reservations.live_intervals(db, [resource_id], start, end)]
+        busy += [Busy(b.starts_at, b.ends_at, b.kind, b.id, is_blackout=True) for b in db.execute(
+            select(Blackout.starts_at, Blackout.ends_at, Blackout.kind, Blackout.id).where(
+                Blackout.resource_id == resource_id, Blackout.starts_at < end, Blackout.ends_at > start))]
         rules = Rules.of(resource)
         return {"resource_id": resource_id, "timezone": resource.facility.timezone,
                 "spans": free_busy(rules.hours, rules.tz, start, end, busy)}

@@ -30,9 +30,10 @@ def index():
         .order_by(func.count().desc())).all()
     context["category_chart"] = {
         "tooltip": {"trigger": "item"},
-        "series": [{"type": "pie", "radius": ["40%", "70%"],
+        "legend": {"type": "scroll", "bottom": 0},
+        "series": [{"type": "pie", "radius": ["35%", "65%"], "center": ["50%", "42%"],
                     "itemStyle": {"borderRadius": 6, "borderColor": "#fff", "borderWidth": 2},
-                    "label": {"formatter": "{b}: {c}"},
+                    "label": {"position": "inside", "formatter": "{c}", "color": "#fff", "fontWeight": "bold"},
                     "data": [{"name": category_name(c), "value": n} for c, n in context["by_category"]]}],
     }
     context["featured"] = db.scalars(
