@@ -205,13 +205,14 @@ def test_manager_requires_approval_researcher_requests_manager_approves_and_sees
 def test_samples_are_sent_by_a_researcher_and_scheduled_by_the_technician(page: Page, live_server: str,
                                                                            screenshot) -> None:
     day = weekday_ahead(10)
-    name = "场发射透射电子显微镜"
+    name = "冷冻透射电子显微镜"  # technician-only; its 24-hour sessions start by 14:00, so 18:00–22:00 is free
+    description = "蛋白复合物单颗粒数据采集，冷冻载网已制样"
     sign_in(page, "yang.lei@labshare.demo")
-    open_from_catalog(page, "透射", name)
+    open_from_catalog(page, "冷冻", name)
     expect(page.get_by_test_id("technician-only")).to_be_visible()
     form = page.get_by_test_id("sample-form")
     form.locator("input[name='sr-sample_count']").fill("4")
-    form.locator("textarea[name='sr-description']").fill("纳米颗粒形貌与晶格条纹观察，铜网已制样")
+    form.locator("textarea[name='sr-description']").fill(description)
     form.locator("textarea[name='sr-hazards']").fill("无")
     screenshot("sample-form")
     page.get_by_test_id("sample-submit").click()
@@ -220,18 +221,18 @@ def test_samples_are_sent_by_a_researcher_and_scheduled_by_the_technician(page: 
 
     sign_in(page, "manager@labshare.demo")
     page.locator('nav a[href="/manage/approvals"]').click()
-    request = page.get_by_test_id("sample-row").filter(has_text="纳米颗粒形貌与晶格条纹观察")
-    request.locator("input[type=date]").fill(day.isoformat())
-    request.locator("input[name$='-time_from']").fill("09:00")
-    request.locator("input[name$='-time_to']").fill("11:00")
+    request = page.get_by_test_id("sample-row").filter(has_text=description)
+    request.get_by_role("textbox", name="日期", exact=True).fill(day.isoformat())  # not "结束日期（如跨天）"
+    request.locator("input[name$='-time_from']").fill("18:00")
+    request.locator("input[name$='-time_to']").fill("22:00")
     request.get_by_test_id("schedule").click()
     expect(page.locator(".alert-success")).to_be_visible()
-    expect(page.get_by_test_id("sample-row").filter(has_text="纳米颗粒形貌与晶格条纹观察")).to_have_count(0)
+    expect(page.get_by_test_id("sample-row").filter(has_text=description)).to_have_count(0)
 
     sign_in(page, "yang.lei@labshare.demo")
     page.locator('nav a[href="/reservations"]').click()
     row = page.get_by_test_id("upcoming").get_by_test_id("reservation-row").filter(has_text=name)
-    expect(row).to_contain_text(f"{day} 09:00–11:00")
+    expect(row).to_contain_text(f"{day} 18:00–22:00")
     page.get_by_test_id("feed-regenerate").click()  # htmx swaps in the new private URL
     url = page.get_by_test_id("feed-url").inner_text().strip()
     assert url.startswith(f"{live_server}/ical/")
@@ -283,15 +284,15 @@ def test_manager_pages_blackouts_qualifications_and_the_month_view(page: Page, l
 
 
 def test_a_pilot_line_shows_its_month_and_takes_sample_requests(page: Page, live_server: str, screenshot) -> None:
-    name = "锂离子软包电池中试线"
+    name = "1000 L化工中试反应系统"
     sign_in(page, "huang.zihan@labshare.demo")
-    open_from_catalog(page, "软包", name)
+    open_from_catalog(page, "化工", name)
     calendar = page.get_by_test_id("calendar")
     expect(calendar).to_have_attribute("data-view", "month")
     this_month = calendar.get_attribute("data-start")
     page.get_by_test_id("calendar-next").click()
     expect(calendar).not_to_have_attribute("data-start", this_month)
     expect(page.get_by_test_id("free-day")).not_to_have_count(0)  # whole free days can be picked
-    expect(page.get_by_test_id("technician-only")).to_be_visible()  # the demo's pilot lines are run by staff
+    expect(page.get_by_test_id("technician-only")).to_be_visible()  # this pilot line is run by staff
     expect(page.get_by_test_id("sample-form")).to_be_visible()
     screenshot("pilot-line")

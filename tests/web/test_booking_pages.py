@@ -30,12 +30,15 @@ from booking.models import (
 )
 from core.accounts.models import User
 from core.audit import AuditEntry
+from core.i18n import gettext_for
 from core.timeutil import utcnow
 from tests.factories import PASSWORD, make_facility, make_resource, make_user, row_counts
 
 TZ = ZoneInfo("Asia/Shanghai")
 ALL_WEEK = dict.fromkeys(("mon", "tue", "wed", "thu", "fri", "sat", "sun"), "08:00-20:00")
 BOOKING_TABLES = (Reservation, ReservationSeries, WaitlistEntry, SampleRequest, Blackout, Qualification, AuditEntry)
+# what the pages say in the default language (zh_CN): a message as the catalog translates it
+zh = gettext_for("zh_CN")
 
 
 # --- reading pages ---------------------------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ def test_time_first_search_with_half_a_window_says_what_is_missing(client, auth,
 
     page = text_of(client.get(f"/resources?date={day_ahead()}&time_from=10:00"))
 
-    assert field_errors(page, "time_to") == ["For a time-first search give a date, a start and an end."]
+    assert field_errors(page, "time_to") == [zh("For a time-first search give a date, a start and an end.")]
     assert count_marked(page, "free-badge") == 0
 
 
@@ -394,7 +397,7 @@ def test_preview_of_an_incomplete_form_asks_for_the_missing_time(client, auth, w
     page = preview(client, auth, world.instrument, day_ahead(), "10:00", "")
 
     assert count_marked(page, "preview-incomplete") == 1
-    assert "Choose a time." in page
+    assert zh("Choose a time.") in page
 
 
 def test_preview_of_a_weekly_repeat_lists_every_occurrence_with_its_conflicts(db, client, auth, world):
@@ -427,7 +430,8 @@ def test_booking_through_the_form_confirms_it_and_shows_it_in_my_reservations(db
     assert (reservation.user_id, reservation.purpose, reservation.sample_count) == (
         world.users["researcher"].id, "表面形貌观察", 3)
     page = text_of(client.get("/reservations"))
-    assert flashes(page) == [f"Booked: 场发射扫描电子显微镜 on {day} 10:00–11:00. It is confirmed."]
+    assert flashes(page) == [zh("Booked: %(resource)s on %(when)s. It is confirmed.") % {
+        "resource": "场发射扫描电子显微镜", "when": f"{day} 10:00–11:00"}]
     upcoming = block(page, "upcoming")
     assert f"{day} 10:00–11:00" in upcoming
     assert 'data-state="confirmed"' in upcoming
@@ -435,13 +439,16 @@ def test_booking_through_the_form_confirms_it_and_shows_it_in_my_reservations(db
 
 def test_booking_a_resource_that_needs_approval_leaves_it_pending(db, client, auth, world):
     world.login(auth, "researcher")
+    day = day_ahead()
 
     response = client.post(f"/resources/{world.approval.id}/book",
-                           data=booking_data(auth, world.approval, day_ahead()))
+                           data=booking_data(auth, world.approval, day))
 
     assert response.status_code == 302
     assert [r.state for r in reservations_of(db, world.approval)] == [ReservationState.PENDING]
-    assert "waiting for a lab manager's approval" in flashes(text_of(client.get("/reservations")))[0]
+    waiting = zh("Your booking of %(resource)s on %(when)s is waiting for a lab manager's approval.") % {
+        "resource": "透射电镜", "when": f"{day} 10:00–11:00"}
+    assert flashes(text_of(client.get("/reservations")))[0] == waiting
 
 
 def test_booking_a_pilot_line_by_batches(db, client, auth, world):
@@ -531,7 +538,9 @@ def test_a_weekly_repeat_is_all_or_nothing_unless_conflicts_are_skipped(db, clie
     mine = [r for r in reservations_of(db, world.instrument) if r.user_id == world.users["researcher"].id]
     assert [r.starts_at for r in mine] == [local(day, 10), local(day + timedelta(days=14), 10)]
     assert len({r.series_id for r in mine}) == 1
-    assert "2 bookings" in flashes(text_of(client.get("/reservations")))[0]
+    made = zh("%(n)s bookings of %(resource)s made, %(skipped)s times skipped.") % {
+        "n": 2, "resource": "场发射扫描电子显微镜", "skipped": 1}
+    assert flashes(text_of(client.get("/reservations")))[0] == f"{made} {zh('They are confirmed.')}"
 
 
 def test_joining_the_waitlist_from_a_clash_and_leaving_it(db, client, auth, world):
@@ -607,8 +616,8 @@ def test_an_invalid_sample_request_is_refused_next_to_the_fields(db, client, aut
 
     page = text_of(response)
     assert response.status_code == 422
-    assert field_errors(page, "sr-sample_count") == ["Give the number of samples."]
-    assert field_errors(page, "sr-description") == ["Describe the samples and the analysis wanted."]
+    assert field_errors(page, "sr-sample_count") == [zh("Give the number of samples.")]
+    assert field_errors(page, "sr-description") == [zh("Describe the samples and the analysis wanted.")]
     assert row_counts(db, *BOOKING_TABLES) == before
 
 
@@ -965,7 +974,7 @@ def test_qualifications_are_granted_by_e_mail_with_an_expiry_and_revoked(db, cli
                                       "expires_at": until.isoformat()})
 
     assert unknown.status_code == 422
-    assert field_errors(text_of(unknown), "email") == ["No user has this e-mail address."]
+    assert field_errors(text_of(unknown), "email") == [zh("No user has this e-mail address.")]
     assert granted.status_code == 302
     db.expire_all()
     [qualification] = db.scalars(select(Qualification)).all()
