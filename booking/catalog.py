@@ -135,9 +135,18 @@ def search(db: Session, query: CatalogQuery, *, now: datetime | None = None) -> 
     from core.timeutil import utcnow
 
     reference = now or utcnow()
-    matching = [r for r in db.scalars(stmt).unique()
-                if not any(v["code"] in hard_rules for v in window_violations(Rules.of(r), start, end, reference))]
-    return {"items": matching[offset:offset + query.per_page], "total": len(matching), "page": query.page,
+    # The rules are checked in Python for every candidate, on the few columns they need: loading each of ~1,000
+    # candidates whole (specs, texts, facility) cost most of the time. Only the page is loaded as resources.
+    rule_columns = stmt.with_only_columns(
+        Resource.id, Resource.kind, Resource.bookable_hours, Resource.granularity_min, Resource.min_duration_min,
+        Resource.max_duration_min, Resource.lead_time_min, Resource.horizon_days, Resource.batch_days,
+        Facility.opening_hours, Facility.timezone)
+    matching = [row.id for row in db.execute(rule_columns)
+                if not any(v["code"] in hard_rules for v in window_violations(Rules.of(row, row), start, end,
+                                                                               reference))]
+    page_ids = matching[offset:offset + query.per_page]
+    loaded = {r.id: r for r in db.scalars(select(Resource).where(Resource.id.in_(page_ids))).unique()}
+    return {"items": [loaded[i] for i in page_ids], "total": len(matching), "page": query.page,
             "per_page": query.per_page}
 
 

@@ -7,8 +7,10 @@ committed one is never forgotten because SMTP happened to be down.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from babel import Locale
 from babel.dates import format_datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,8 +40,13 @@ WAITLIST_BODY = N_("%(resource)s (%(facility)s) is now free from %(start)s to %(
                    "Book it before someone else does.")
 
 
+@lru_cache(maxsize=8)
+def _babel_locale(name: str) -> Locale:
+    return Locale.parse(name)  # babel compares the name with every locale it knows: parse each name once
+
+
 def _when(moment: datetime, tz: str, locale: str) -> str:
-    return format_datetime(moment.astimezone(ZoneInfo(tz)), "yyyy-MM-dd HH:mm", locale=locale)
+    return format_datetime(moment.astimezone(ZoneInfo(tz)), "yyyy-MM-dd HH:mm", locale=_babel_locale(locale))
 
 
 def _message(reservation: Reservation, recipient: User, event: str) -> tuple[str, str]:
@@ -61,8 +68,9 @@ def _managers(resource: Resource) -> list[User]:
 
 
 def reservation_event(db: Session, reservation: Reservation, event: str) -> None:
-    db.flush()  # the reservation's id and relationships are needed for the text
-    db.refresh(reservation, ["resource", "user"])
+    # The reservation's id is needed for the text. Its resource and user load on first use, from the session's
+    # identity map when they are there already (they are, for bookings made through the services).
+    db.flush()
     subject, body = _message(reservation, reservation.user, event)
     enqueue(db, to=reservation.user.email, subject=subject, body=body, topic=f"reservation.{event}",
             user_id=reservation.user_id)

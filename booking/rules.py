@@ -23,11 +23,14 @@ class Rules:
     batch_days: int | None = None
 
     @classmethod
-    def of(cls, resource: Resource) -> Rules:
+    def of(cls, resource: Resource, facility: Any = None) -> Rules:
+        """The rules of a resource. `resource` and `facility` may also be rows holding just the columns of the
+        same names (the catalog's time-first search reads those, not whole resources)."""
+        facility = resource.facility if facility is None else facility
         hours = resource.bookable_hours or (
-            ALL_DAY if resource.kind == ResourceKind.PILOT_LINE else resource.facility.opening_hours)
+            ALL_DAY if resource.kind == ResourceKind.PILOT_LINE else facility.opening_hours)
         return cls(resource.granularity_min, resource.min_duration_min, resource.max_duration_min,
-                   resource.lead_time_min, resource.horizon_days, hours, ZoneInfo(resource.facility.timezone),
+                   resource.lead_time_min, resource.horizon_days, hours, ZoneInfo(facility.timezone),
                    resource.batch_days)
 
 

@@ -33,7 +33,9 @@ class Facility(Base):
 
     owner: Mapped[Organisation] = relationship(lazy="joined")
     resources: Mapped[list[Resource]] = relationship(back_populates="facility")
-    managers: Mapped[list[User]] = relationship(secondary="facility_manager", lazy="selectin")
+    # Loaded when used (e-mails to managers, the facility page), not with every facility: resources are loaded
+    # with their facility on nearly every request, and an eager load cost each of them one more query.
+    managers: Mapped[list[User]] = relationship(secondary="facility_manager", lazy="select")
 
     def name(self, locale: str) -> str:
         return self.name_en if locale == "en" else self.name_zh

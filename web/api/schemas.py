@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
+from core.errors import N_
+
 # Row ids are PostgreSQL `integer`s; a larger number cannot name a row (and fails in the database, not as a 404).
 MAX_ID = 2**31 - 1
-NUL_MESSAGE = "Text must not contain NUL characters."
+NUL_MESSAGE = N_("Text must not contain NUL characters.")
+YEAR_RANGE_MESSAGE = N_("Give a time between the years 1900 and 2999.")
 
 
 def _has_nul(value) -> bool:
@@ -30,7 +33,7 @@ LATEST = datetime(2999, 12, 31, tzinfo=UTC)
 
 def time_field(**kwargs) -> fields.AwareDateTime:
     """An RFC 3339 time with an offset, from 1900 to 2999."""
-    return fields.AwareDateTime(validate=validate.Range(min=EARLIEST, max=LATEST), **kwargs)
+    return fields.AwareDateTime(validate=validate.Range(min=EARLIEST, max=LATEST, error=YEAR_RANGE_MESSAGE), **kwargs)
 
 
 class InputSchema(Schema):
