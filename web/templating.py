@@ -28,6 +28,7 @@ NAVIGATION = [
     ("booking_manage.approvals", _l("Approvals"), "check2-square", {Role.LAB_MANAGER, Role.ADMIN}),
     ("manage.facilities", _l("My facilities"), "building-gear", {Role.LAB_MANAGER, Role.ADMIN}),
     ("admin.organisations", _l("Organisations"), "buildings", {Role.ADMIN}),
+    ("admin.facilities", _l("Facilities"), "building-add", {Role.ADMIN}),
     ("admin.users", _l("Users"), "people", {Role.ADMIN}),
 ]
 

@@ -90,7 +90,8 @@ def _known_ids(db, user: User) -> dict[str, int]:
     db.flush()
     return {"resource_id": resource.id, "reservation_id": upcoming, "token_id": spare_token.id,
             "blackout_id": blackout.id, "request_id": sample.id, "entry_id": entry.id,
-            "qualification_id": qualification.id}
+            "qualification_id": qualification.id, "facility_id": resource.facility_id,
+            "user_id": make_user(db).id}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

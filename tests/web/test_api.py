@@ -325,7 +325,8 @@ def test_facilities_list_with_pagination(db, client, caller):
     item = first.json["items"][0]
     assert item == {"id": created[0].id, "name_zh": "分岛0", "name_en": created[0].name_en, "city": "510100",
                     "address_zh": "成都市", "address_en": "Chengdu", "timezone": "Asia/Shanghai",
-                    "owner_id": created[0].owner_id, "opening_hours": {"mon": "09:00-17:00"}}
+                    "owner_id": created[0].owner_id, "opening_hours": {"mon": "09:00-17:00"},
+                    "manager_ids": []}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/organisations", "/api/v1/facilities", "/api/v1/tokens"])

@@ -1,19 +1,24 @@
-"""API: who am I, my tokens, organisations and facilities."""
+"""API: who am I, my tokens, organisations and facilities (which admins create and edit)."""
 
 from __future__ import annotations
 
 from flask.views import MethodView
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
+from booking import facilities
 from booking.models import Facility
 from booking.permissions import managed_facility_ids
 from core.accounts import tokens
-from core.accounts.models import Organisation
+from core.accounts.models import Organisation, Role, User
+from core.errors import Forbidden, NotFound
 from web.api.auth import current_api_user
 from web.api.blueprint import blp
 from web.api.pagination import paginate
 from web.api.schemas import (
+    FacilityCreate,
     FacilitySchema,
+    FacilityUpdate,
     MeSchema,
     NewTokenSchema,
     OrganisationQuery,
@@ -86,4 +91,56 @@ class Facilities(MethodView):
     @blp.response(200, page_of(FacilitySchema))
     def get(self, args):
         """Facilities (sites) that host instruments and pilot lines."""
-        return paginate(get_db(), select(Facility).order_by(Facility.id), args["page"], args["per_page"])
+        query = select(Facility).options(selectinload(Facility.managers)).order_by(Facility.id)
+        return paginate(get_db(), query, args["page"], args["per_page"])
+
+    @blp.arguments(FacilityCreate)
+    @blp.response(201, FacilitySchema)
+    def post(self, body):
+        """Create a facility (admins only)."""
+        db = get_db()
+        facility = facilities.create_facility(db, current_api_user(), body)
+        db.commit()
+        return facility
+
+
+@blp.route("/facilities/<id:facility_id>")
+class FacilityById(MethodView):
+    @blp.response(200, FacilitySchema)
+    def get(self, facility_id: int):
+        """One facility with its opening hours and managers."""
+        return facilities.get_facility(get_db(), facility_id)
+
+    @blp.arguments(FacilityUpdate)
+    @blp.response(200, FacilitySchema)
+    def patch(self, body, facility_id: int):
+        """Change a facility's names, owner, city, address, time zone or opening hours (admins only)."""
+        db = get_db()
+        facility = facilities.update_facility(db, current_api_user(), facility_id, body)
+        db.commit()
+        return facility
+
+
+@blp.route("/facilities/<id:facility_id>/managers/<id:user_id>")
+class FacilityManagerById(MethodView):
+    @blp.response(200, FacilitySchema)
+    def post(self, facility_id: int, user_id: int):
+        """Make a user a lab manager of the facility (admins only); they get the lab_manager role."""
+        db = get_db()
+        actor = current_api_user()
+        if not actor.has_role(Role.ADMIN):  # before looking anything up: no existence check for others
+            raise Forbidden()
+        facilities.get_facility(db, facility_id)
+        user = db.get(User, user_id)
+        if user is None:
+            raise NotFound("user", user_id)
+        facilities.assign_manager(db, actor, facility_id, user)
+        db.commit()
+        return facilities.get_facility(db, facility_id)
+
+    @blp.response(204)
+    def delete(self, facility_id: int, user_id: int):
+        """Stop a user managing the facility (admins only); their lab_manager role stays. Idempotent."""
+        db = get_db()
+        facilities.remove_manager(db, current_api_user(), facility_id, user_id)
+        db.commit()

@@ -124,3 +124,26 @@ class FacilitySchema(Schema):
     timezone = fields.Str()
     owner_id = fields.Int()
     opening_hours = fields.Dict(keys=fields.Str(), values=fields.Str())
+    manager_ids = fields.Function(lambda facility: sorted(user.id for user in facility.managers),
+                                  metadata={"description": "the users who manage this facility"})
+
+
+class FacilityUpdate(InputSchema):
+    """A facility's editable fields; the service checks the city, time zone, hours and owner."""
+
+    name_zh = fields.Str(validate=validate.Length(min=1, max=200))
+    name_en = fields.Str(validate=validate.Length(min=1, max=200))
+    owner_id = id_field()
+    city = fields.Str(metadata={"description": "a Sichuan city or prefecture code, e.g. 510100"})
+    address_zh = fields.Str(validate=validate.Length(max=300))
+    address_en = fields.Str(validate=validate.Length(max=300))
+    timezone = fields.Str(metadata={"description": "an IANA time zone, e.g. Asia/Shanghai"})
+    opening_hours = fields.Dict(keys=fields.Str(), values=fields.Str(),
+                                metadata={"description": '{"mon": "08:30-17:30", ...}; a missing weekday is closed'})
+
+
+class FacilityCreate(FacilityUpdate):
+    name_zh = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    name_en = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    owner_id = id_field(required=True)
+    city = fields.Str(required=True, metadata={"description": "a Sichuan city or prefecture code, e.g. 510100"})
