@@ -63,10 +63,6 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def is_postgresql(db: Session) -> bool:
-    return db.get_bind().dialect.name == "postgresql"
-
-
 def str_enum(cls: type[enum.Enum], name: str) -> Enum:
     """An enum column stored as its value and checked by a constraint, not a native PostgreSQL type:
     adding a value later is then an ordinary migration on both databases."""

@@ -202,13 +202,6 @@ def change_password(db: Session, actor: User, *, current: str, new: str) -> None
     audit.record(db, actor, "user.password_changed", actor)
 
 
-def get_user(db: Session, user_id: int) -> User:
-    user = db.get(User, user_id)
-    if user is None:
-        raise NotFound("user", user_id)
-    return user
-
-
 def find_user_by_email(db: Session, email: str) -> User:
     user = db.scalar(select(User).where(User.email == normalise_email(email)))
     if user is None:
