@@ -142,3 +142,19 @@ def make_qualification(db: Session, user: User, resource: Resource, **overrides:
     db.add(qualification)
     db.flush()
     return qualification
+
+
+def make_device(db: Session, **overrides: Any) -> Any:
+    """A registered device (credential hash of the password "device-secret")."""
+    from devices.credentials import mosquitto_hash
+    from devices.models import Device, UsageSource
+
+    n = next(_seq)
+    resource = overrides.pop("resource", None) or make_resource(db)
+    values = dict(device_id=f"dev-{n}", resource_id=resource.id, usage_source=UsageSource.STATUS,
+                  credential_hash=mosquitto_hash("device-secret"))
+    values.update(overrides)
+    device = Device(**values)
+    db.add(device)
+    db.flush()
+    return device

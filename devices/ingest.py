@@ -1,0 +1,509 @@
+"""Applying a batch of device messages to the relational store: live state, events, usage sessions and
+dead letters (design.md §5). One call per ingest batch, inside the caller's transaction.
+
+Order does not matter, by construction:
+
+- every device's rows are locked (`SELECT … FOR UPDATE`, in id order so two workers cannot deadlock;
+  SQLite serialises writers anyway), so two workers never interleave on one device;
+- the live state is the observation with the newest *device* timestamp, whatever arrived last;
+- usage sessions are what `devices.usage` derives from the device's observations sorted by timestamp.
+  A batch whose observations are all newer than everything seen resumes the machine from its saved tail
+  (the common, cheap case); a late observation makes the machine restart at the newest restart point
+  before it and re-derive everything after it;
+- redelivered messages find their rows already there (unique keys on events, samples and observations)
+  and add nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy.orm import Session
+
+from devices import usage
+from devices.models import (
+    DeadLetter,
+    Device,
+    DeviceEvent,
+    DeviceSample,
+    LiveState,
+    StateCause,
+    StateObservation,
+    UsageSession,
+    UsageSource,
+)
+from devices.usage import Item, Kind
+
+NS = 1_000_000_000
+PAYLOAD_HEAD_BYTES = 200
+# At equal timestamps the device's own status outranks an alarm, which outranks its clearing and a timeout.
+_CAUSE_RANK = {StateCause.HEARTBEAT: 0, StateCause.ALARM_CLEARED: 1, StateCause.ALARM: 2, StateCause.STATUS: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class StatusIn:
+    ts_ns: int
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    event_id: str
+    ts_ns: int
+    type: str
+    run_id: str = ""
+    operator: str = ""
+    samples: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SampleIn:
+    ts_ns: int
+    power_w: float | None = None
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One MQTT message: either parsed (`device_id` and one of status/event/samples) or rejected."""
+
+    topic: str
+    payload: bytes
+    received_ns: int
+    device_id: str | None = None
+    status: StatusIn | None = None
+    event: EventIn | None = None
+    samples: tuple[SampleIn, ...] = ()
+    retained_without_ts: bool = False  # a retained status replayed by the broker, stamped at receipt
+    reject_reason: str | None = None
+    reject_detail: str = ""
+    accepted: bool = False  # set by apply_batch: the message's metrics may go to the time-series store
+
+
+@dataclass(slots=True)
+class BatchResult:
+    accepted: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    state_changes: list[tuple[str, str]] = field(default_factory=list)  # (device_id, new state)
+
+
+@dataclass(frozen=True, slots=True)
+class _Obs:
+    ts_ns: int
+    state: LiveState
+    cause: StateCause
+    detail: str = ""
+
+    @property
+    def rank(self) -> tuple[int, int, str]:
+        return (self.ts_ns, _CAUSE_RANK[self.cause], self.state.value)
+
+
+@dataclass(slots=True)
+class _DeviceBatch:
+    device: Device
+    observations: list[_Obs] = field(default_factory=list)
+    events: dict[str, EventIn] = field(default_factory=dict)
+    samples: dict[int, SampleIn] = field(default_factory=dict)
+
+
+def ns_to_datetime(ts_ns: int) -> datetime:
+    seconds, rest = divmod(ts_ns, NS)
+    return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=rest // 1000)
+
+
+def datetime_to_ns(moment: datetime) -> int:
+    moment = moment.astimezone(UTC)
+    whole = int(moment.replace(microsecond=0).timestamp())
+    return whole * NS + moment.microsecond * 1000
+
+
+def apply_batch(db: Session, inbound: Sequence[Inbound], now_ns: int) -> BatchResult:
+    """Apply the messages; marks each accepted one, dead-letters the rest. Flushes, does not commit."""
+    result = BatchResult()
+    wanted = {m.device_id for m in inbound if m.reject_reason is None and m.device_id}
+    devices = _lock_devices(db, wanted)
+    batches: dict[int, _DeviceBatch] = {}
+    for message in inbound:
+        device = devices.get(message.device_id or "") if message.reject_reason is None else None
+        if message.reject_reason is None and device is None:
+            message.reject_reason = "unknown_device"
+        elif device is not None and not device.enabled:
+            message.reject_reason = "device_disabled"
+        if message.reject_reason is not None or device is None:
+            _dead_letter(db, message)
+            result.dead_letters[message.reject_reason] += 1
+            continue
+        message.accepted = True
+        result.accepted += 1
+        _collect(batches.setdefault(device.id, _DeviceBatch(device)), message)
+    if batches:
+        _store(db, batches.values(), result)
+    db.flush()
+    return result
+
+
+def sweep_heartbeats(db: Session, now_ns: int) -> BatchResult:
+    """Record a heartbeat timeout for every device that has been silent for longer than its timeout and is
+    not already offline: the state becomes offline at last message + timeout, and an open session is
+    truncated at the last message. A later message that turns out to fall inside the silence undoes it."""
+    result = BatchResult()
+    silent = db.scalars(
+        select(Device.id).where(Device.enabled, Device.state != LiveState.OFFLINE,
+                                Device.last_seen_ns.is_not(None))
+    ).all()
+    candidates = db.scalars(
+        select(Device).where(Device.id.in_(silent)).order_by(Device.id).with_for_update(of=Device)
+    ).all() if silent else []
+    batches = []
+    for device in candidates:
+        if device.state == LiveState.OFFLINE or device.last_seen_ns is None:
+            continue
+        timeout_at = device.last_seen_ns + device.heartbeat_timeout_s * NS
+        if timeout_at < now_ns:
+            batch = _DeviceBatch(device)
+            batch.observations.append(_Obs(timeout_at, LiveState.OFFLINE, StateCause.HEARTBEAT))
+            batches.append(batch)
+    if batches:
+        _store(db, batches, result)
+        db.flush()
+    return result
+
+
+# --- collecting -------------------------------------------------------------------------------------
+
+
+def _lock_devices(db: Session, device_ids: Iterable[str]) -> dict[str, Device]:
+    ids = sorted(set(device_ids))
+    if not ids:
+        return {}
+    rows = db.scalars(
+        select(Device).where(Device.device_id.in_(ids)).order_by(Device.id).with_for_update(of=Device)
+    ).all()
+    return {d.device_id: d for d in rows}
+
+
+def _collect(batch: _DeviceBatch, message: Inbound) -> None:
+    device = batch.device
+    if message.status is not None:
+        state = LiveState(message.status.state)
+        if message.retained_without_ts and device.state == state:
+            return  # the broker replaying a retained status we already hold, with a fresh receipt time
+        batch.observations.append(_Obs(message.status.ts_ns, state, StateCause.STATUS, message.status.detail))
+    elif message.event is not None:
+        event = message.event
+        batch.events.setdefault(event.event_id, event)
+        if event.type == "alarm":
+            batch.observations.append(_Obs(event.ts_ns, LiveState.FAULT, StateCause.ALARM, event.detail))
+        elif event.type == "alarm_cleared":
+            batch.observations.append(_Obs(event.ts_ns, LiveState.IDLE, StateCause.ALARM_CLEARED, event.detail))
+    for sample in message.samples:
+        batch.samples.setdefault(sample.ts_ns, sample)
+
+
+# --- storing ----------------------------------------------------------------------------------------
+
+
+def _store(db: Session, batches: Iterable[_DeviceBatch], result: BatchResult) -> None:
+    batches = list(batches)
+    new_obs, new_events, new_samples = _new_rows(db, batches)
+    if new_obs:
+        db.execute(insert(StateObservation), new_obs)
+    if new_events:
+        db.execute(insert(DeviceEvent), new_events)
+    if new_samples:
+        db.execute(insert(DeviceSample), new_samples)
+    for batch in batches:
+        device = batch.device
+        items = _new_items(batch)
+        activity = [i.ts_ns for i in items if i.is_activity]
+        forced = False
+        if activity:
+            newest = max(activity)
+            if device.last_seen_ns is None or newest > device.last_seen_ns:
+                device.last_seen_ns = newest
+            forced = _undo_timeouts(db, device, activity)
+        before = device.state
+        _update_state(db, device, batch.observations, recompute=forced)
+        if device.state != before:
+            result.state_changes.append((device.device_id, device.state.value))
+        if items or forced:
+            _update_sessions(db, device, items, forced)
+
+
+def _new_rows(db: Session, batches: list[_DeviceBatch]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The rows not stored yet: a redelivered message's rows are already there (its device is locked, so
+    nobody else can be inserting them now)."""
+    obs_keys = {(b.device.id, o.ts_ns, o.cause.value) for b in batches for o in b.observations}
+    event_keys = {(b.device.id, e) for b in batches for e in b.events}
+    sample_keys = {(b.device.id, ts) for b in batches for ts in b.samples}
+    seen_obs = _existing(db, (StateObservation.device_pk, StateObservation.ts_ns, StateObservation.cause), obs_keys)
+    seen_events = _existing(db, (DeviceEvent.device_pk, DeviceEvent.event_id), event_keys)
+    seen_samples = _existing(db, (DeviceSample.device_pk, DeviceSample.ts_ns), sample_keys)
+    obs_rows, event_rows, sample_rows = [], [], []
+    for b in batches:
+        pk = b.device.id
+        fresh_obs = []
+        for o in b.observations:
+            key = (pk, o.ts_ns, o.cause.value)
+            if key not in seen_obs:
+                seen_obs.add(key)
+                fresh_obs.append(o)
+                obs_rows.append({"device_pk": pk, "ts_ns": o.ts_ns, "state": o.state, "cause": o.cause,
+                                 "detail": o.detail})
+        b.observations = fresh_obs
+        b.events = {k: e for k, e in b.events.items() if (pk, k) not in seen_events}
+        event_rows += [{"device_pk": pk, "event_id": e.event_id, "ts_ns": e.ts_ns, "type": e.type,
+                        "run_id": e.run_id, "operator": e.operator, "samples": e.samples, "detail": e.detail}
+                       for e in b.events.values()]
+        b.samples = {ts: s for ts, s in b.samples.items() if (pk, ts) not in seen_samples}
+        sample_rows += [{"device_pk": pk, "ts_ns": s.ts_ns, "power_w": s.power_w} for s in b.samples.values()]
+    return obs_rows, event_rows, sample_rows
+
+
+def _existing(db: Session, columns: tuple, keys: set[tuple]) -> set[tuple]:
+    found: set[tuple] = set()
+    keys_list = sorted(keys)
+    for start in range(0, len(keys_list), 500):
+        chunk = keys_list[start:start + 500]
+        rows = db.execute(select(*columns).where(tuple_(*columns).in_(chunk))).all()
+        found.update(tuple(str(v) if isinstance(v, StateCause) else v for v in row) for row in rows)
+    return found
+
+
+def _new_items(batch: _DeviceBatch) -> list[Item]:
+    items = [Item(s.ts_ns, Kind.SAMPLE, power_w=s.power_w) for s in batch.samples.values()]
+    items += [Item(e.ts_ns, Kind.EVENT, e.type, run_id=e.run_id, operator=e.operator, samples=e.samples)
+              for e in batch.events.values()]
+    for o in batch.observations:
+        if o.cause == StateCause.STATUS:
+            kind = Kind.OFFLINE if o.state == LiveState.OFFLINE else Kind.STATUS
+            items.append(Item(o.ts_ns, kind, o.state.value))
+        elif o.cause == StateCause.HEARTBEAT:
+            items.append(Item(o.ts_ns, Kind.OFFLINE, "heartbeat"))
+    return items
+
+
+def _undo_timeouts(db: Session, device: Device, activity: list[int]) -> bool:
+    """Delete heartbeat timeouts a late message shows were wrong (it fell inside the silence). True when
+    any was deleted: the state and the sessions must then be re-derived."""
+    timeout_ns = device.heartbeat_timeout_s * NS
+    doomed = db.scalars(select(StateObservation.id).where(
+        StateObservation.device_pk == device.id, StateObservation.cause == StateCause.HEARTBEAT,
+        StateObservation.ts_ns > min(activity), StateObservation.ts_ns <= max(activity) + timeout_ns,
+    )).all()
+    if not doomed:
+        return False
+    wrong = [i for i in doomed if _inside_silence(db, i, activity, timeout_ns)]
+    if not wrong:
+        return False
+    db.execute(delete(StateObservation).where(StateObservation.id.in_(wrong)))
+    return True
+
+
+def _inside_silence(db: Session, observation_id: int, activity: list[int], timeout_ns: int) -> bool:
+    ts = db.scalar(select(StateObservation.ts_ns).where(StateObservation.id == observation_id))
+    return ts is not None and any(t < ts <= t + timeout_ns for t in activity)
+
+
+def _update_state(db: Session, device: Device, observations: list[_Obs], *, recompute: bool) -> None:
+    current = None
+    if device.state_ts_ns is not None and device.state_cause is not None and not recompute:
+        current = _Obs(device.state_ts_ns, device.state, device.state_cause, device.state_detail)
+    if recompute:
+        current = _newest_stored(db, device.id)
+    newest = max(list(observations) + ([current] if current else []), key=lambda o: o.rank, default=None)
+    if newest is None:
+        device.state, device.state_ts_ns, device.state_cause, device.state_detail = LiveState.OFFLINE, None, None, ""
+        return
+    device.state, device.state_ts_ns = newest.state, newest.ts_ns
+    device.state_cause, device.state_detail = newest.cause, newest.detail
+
+
+def _newest_stored(db: Session, device_pk: int) -> _Obs | None:
+    rows = db.scalars(select(StateObservation).where(StateObservation.device_pk == device_pk)
+                      .order_by(StateObservation.ts_ns.desc()).limit(8)).all()
+    observations = [_Obs(r.ts_ns, LiveState(r.state), StateCause(r.cause), r.detail) for r in rows]
+    return max(observations, key=lambda o: o.rank, default=None)
+
+
+# --- usage sessions ---------------------------------------------------------------------------------
+
+
+def config_of(device: Device) -> usage.Config:
+    source = UsageSource(device.usage_source).value
+    return usage.Config(
+        source=source,
+        heartbeat_timeout_ns=device.heartbeat_timeout_s * NS,
+        debounce_ns=device.debounce_s * NS if source == "power" else 0,
+        threshold_w=float(device.power_threshold_w) if device.power_threshold_w is not None else None,
+    )
+
+
+def _update_sessions(db: Session, device: Device, items: list[Item], forced: bool) -> None:
+    config = config_of(device)
+    items.sort(key=_sort_key)
+    tail = device.usage_tail
+    if not forced and tail is not None and items[0].ts_ns > tail["ts"]:
+        # in order: resume from the saved tail with just the new items
+        machine = _machine_from_tail(config, tail)
+        replace_from = tail["open"]["start"] if tail["open"] else tail["ts"] + 1
+        feed = items
+    else:
+        # a late item: re-derive from the newest restart point before it
+        restart = _restart_point(db, device, config, items[0].ts_ns)
+        if restart is None:
+            machine, replace_from = usage.Machine(config), None
+            feed = load_items(db, device)
+        else:
+            point, open_row = restart
+            machine = usage.Machine.resumed(config, point, _session_of(open_row) if open_row else None)
+            replace_from = open_row.start_ns if open_row is not None else point.ts_ns + 1
+            feed = [i for i in load_items(db, device, since_ns=point.ts_ns) if _sort_key(i) > _sort_key(point)]
+    resumed = [usage.Session(s.start_ns, s.end_ns, s.truncated, s.run_id, s.operator, s.samples)
+               for s in machine.sessions]
+    for item in feed:
+        machine.feed(item)
+    if feed:
+        device.usage_tail = _tail_of(machine, feed[-1])
+    derived = machine.finish()
+    if replace_from is not None and len(derived) == len(resumed) and all(
+            a.same_as(b) for a, b in zip(derived, resumed, strict=True)):
+        return  # nothing changed: still idle, or the open session simply goes on
+    _replace_sessions(db, device, derived, replace_from)
+
+
+def _sort_key(item: Item) -> tuple:
+    return (item.ts_ns, item.kind, item.key, item.run_id)
+
+
+def _tail_of(machine: usage.Machine, last: Item) -> dict:
+    open_ = machine.open
+    return {
+        "ts": last.ts_ns,
+        "last_activity": machine.last_activity_ns,
+        "pending": machine.pending_ns,
+        "open": None if open_ is None else {"start": open_.start_ns, "run_id": open_.run_id,
+                                             "operator": open_.operator, "samples": open_.samples},
+    }
+
+
+def _machine_from_tail(config: usage.Config, tail: dict) -> usage.Machine:
+    machine = usage.Machine(config, last_activity_ns=tail["last_activity"], pending_ns=tail["pending"])
+    if tail["open"]:
+        o = tail["open"]
+        machine.open = usage.Session(o["start"], None, False, o["run_id"], o["operator"], o["samples"])
+        machine.sessions.append(machine.open)
+    return machine
+
+
+def _session_of(row: UsageSession) -> usage.Session:
+    return usage.Session(row.start_ns, row.end_ns, row.truncated, row.run_id, row.operator, row.samples)
+
+
+def _restart_point(db: Session, device: Device, config: usage.Config,
+                   before_ns: int | None) -> tuple[Item, UsageSession | None] | None:
+    """The newest item before `before_ns` after which the machine's state is known from the stored
+    sessions, with the session open right after it; None: derive from the beginning."""
+    if before_ns is None:
+        return None
+    limit = 64
+    while True:
+        candidates = load_items(db, device, before_ns=before_ns, newest_first=limit)
+        for item in candidates:
+            if not usage.is_restart_point(config, item):
+                continue
+            if db.scalar(select(UsageSession.id).where(
+                    UsageSession.device_pk == device.id, UsageSession.end_ns == item.ts_ns, UsageSession.truncated)):
+                continue  # truncated at this very item: whether it ended there depends on what came after
+            open_row = db.scalar(select(UsageSession).where(
+                UsageSession.device_pk == device.id, UsageSession.start_ns <= item.ts_ns,
+                (UsageSession.end_ns.is_(None)) | (UsageSession.end_ns > item.ts_ns),
+            ).order_by(UsageSession.start_ns.desc()).limit(1))
+            expected = usage.expected_open(config, item)
+            if expected is None or expected == (open_row is not None):
+                return item, open_row
+        if len(candidates) < limit:
+            return None
+        limit *= 4
+
+
+def load_items(db: Session, device: Device, *, since_ns: int | None = None, before_ns: int | None = None,
+               newest_first: int | None = None) -> list[Item]:
+    """The device's observations as machine items: oldest first, or the newest `newest_first` ones (newest
+    first) before `before_ns`."""
+    def window(query, column):
+        if since_ns is not None:
+            query = query.where(column >= since_ns)
+        if before_ns is not None:
+            query = query.where(column < before_ns)
+        if newest_first is not None:
+            query = query.order_by(column.desc()).limit(newest_first)
+        return query
+
+    samples = db.execute(window(select(DeviceSample.ts_ns, DeviceSample.power_w)
+                                .where(DeviceSample.device_pk == device.id), DeviceSample.ts_ns)).all()
+    events = db.execute(window(select(DeviceEvent.ts_ns, DeviceEvent.type, DeviceEvent.run_id,
+                                      DeviceEvent.operator, DeviceEvent.samples)
+                               .where(DeviceEvent.device_pk == device.id), DeviceEvent.ts_ns)).all()
+    observations = db.execute(window(select(StateObservation.ts_ns, StateObservation.state, StateObservation.cause)
+                                     .where(StateObservation.device_pk == device.id,
+                                            StateObservation.cause.in_([StateCause.STATUS, StateCause.HEARTBEAT])),
+                                     StateObservation.ts_ns)).all()
+    items = [Item(ts, Kind.SAMPLE, power_w=power) for ts, power in samples]
+    items += [Item(ts, Kind.EVENT, type_, run_id=run_id, operator=operator, samples=n)
+              for ts, type_, run_id, operator, n in events]
+    for ts, state, cause in observations:
+        if cause == StateCause.HEARTBEAT:
+            items.append(Item(ts, Kind.OFFLINE, "heartbeat"))
+        else:
+            state = LiveState(state)
+            items.append(Item(ts, Kind.OFFLINE if state == LiveState.OFFLINE else Kind.STATUS, state.value))
+    items.sort(key=_sort_key, reverse=newest_first is not None)
+    return items[:newest_first] if newest_first is not None else items
+
+
+def _replace_sessions(db: Session, device: Device, derived: list[usage.Session], from_ns: int | None) -> None:
+    query = select(UsageSession).where(UsageSession.device_pk == device.id)
+    if from_ns is not None:
+        query = query.where(UsageSession.start_ns >= from_ns)
+    stored = {row.start_ns: row for row in db.scalars(query)}
+    for session in derived:
+        row = stored.pop(session.start_ns, None)
+        if row is not None and _session_of(row).same_as(session):
+            continue
+        if row is None:
+            row = UsageSession(device_pk=device.id, start_ns=session.start_ns)
+            db.add(row)
+        row.end_ns, row.truncated = session.end_ns, session.truncated
+        row.started_at = ns_to_datetime(session.start_ns)
+        row.ended_at = ns_to_datetime(session.end_ns) if session.end_ns is not None else None
+        row.run_id, row.operator, row.samples = session.run_id, session.operator, session.samples
+    for row in stored.values():
+        db.delete(row)
+    db.flush()
+
+
+# --- dead letters -----------------------------------------------------------------------------------
+
+
+def printable(text: str) -> str:
+    return text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
+
+
+def _dead_letter(db: Session, message: Inbound) -> None:
+    head = message.payload[:PAYLOAD_HEAD_BYTES].decode("utf-8", "backslashreplace")
+    db.add(DeadLetter(
+        received_at=ns_to_datetime(message.received_ns),
+        reason=message.reject_reason,
+        topic=printable(message.topic)[:300],
+        device_id=message.device_id,
+        detail=printable(message.reject_detail)[:300],
+        payload_head=printable(head)[:800],
+        payload_size=len(message.payload),
+    ))

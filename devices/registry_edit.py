@@ -1,0 +1,37 @@
+"""Changing a registered device after the fact: its description and whether it may connect."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from core import audit
+from core.accounts.models import User
+from core.errors import N_, InvalidInput
+from devices.models import Device
+from devices.registry import DEVICE_ID_RE, _managed, set_enabled
+
+MAX_DESCRIPTION = 2000
+
+
+def check_device_id(device_id: str) -> None:
+    """Refuse a device id the registry's `DEVICE_ID_RE.match` would let through with a trailing newline (`$`
+    matches before one), which would break the topic and the exported password and ACL files."""
+    if not DEVICE_ID_RE.fullmatch(device_id or ""):
+        raise InvalidInput({"device_id": [N_("1 to 64 letters, digits, - or _.")]})
+
+
+def update_device(db: Session, actor: User | None, device_pk: int, *, description: str | None = None,
+                  enabled: bool | None = None) -> Device:
+    """Change the description and/or the enabled flag of a device of a facility the actor manages;
+    None leaves a value as it is. Each change is in the audit log."""
+    device = _managed(db, actor, device_pk)
+    if description is not None:
+        text = description.strip()
+        if len(text) > MAX_DESCRIPTION:
+            raise InvalidInput({"description": [N_("At most 2000 characters.")]})
+        if text != device.description:
+            device.description = text
+            audit.record(db, actor, "device.updated", device, device_id=device.device_id, fields=["description"])
+    if enabled is not None:
+        set_enabled(db, actor, device_pk, enabled)
+    return device
