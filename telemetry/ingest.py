@@ -1,0 +1,353 @@
+"""The ingest worker (design.md §2, §5): MQTT in, relational rows and time-series points out.
+
+One paho network thread receives; one processing thread takes messages off a queue in batches (by size
+or by time), parses them against the contract, applies them to the relational store in one transaction,
+writes their points to the time-series store (or the disk spool while it is down) and only then
+acknowledges them to the broker. So a message is acknowledged only once its effects are durable; a crash
+anywhere before the acknowledgement makes the broker deliver it again, which changes nothing.
+
+- QoS 1, persistent session (MQTT 5: clean start off + session expiry; 3.1.1: clean session off), and a
+  receive window (MQTT 5 Receive Maximum) the size of a batch, so the broker keeps the backlog.
+- A shared subscription (`$share/labshare-ingest/...`) lets several workers split the load.
+- Acknowledgements belong to one connection: after a reconnect the broker redelivers what was not
+  acknowledged, and acknowledgements for the old connection's packet ids are dropped (acknowledging a
+  reused id would acknowledge a different message).
+- The database or the spool refusing: nothing is acknowledged and the batch is retried with backoff; the
+  receive window then makes the broker hold everything else.
+- SIGTERM (`stop()`): finish the batch in hand and what is queued locally, acknowledge, disconnect with the
+  session kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from core.db import begin_write
+from devices.ingest import EventIn, Inbound, SampleIn, StatusIn, apply_batch, sweep_heartbeats
+from telemetry import contract
+from telemetry.metrics import IngestMetrics
+from telemetry.points import Point, metric_point
+from telemetry.spool import DiskSpool, SpoolFull
+from telemetry.tsdb import StoreError, TimeSeriesStore
+
+log = logging.getLogger(__name__)
+
+SHARE_GROUP = "labshare-ingest"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "labshare-ingest-1"
+    prefix: str = contract.DEFAULT_PREFIX
+    protocol: int = 5  # 5 or 311
+    shared: bool = True  # $share/labshare-ingest/…; the demo's amqtt has no shared subscriptions
+    batch_size: int = 500
+    batch_wait_s: float = 0.1  # the longest a message waits for its batch to fill
+    session_expiry_s: int = 7 * 24 * 3600
+    keepalive_s: int = 30
+    heartbeat_sweep_s: float = 5.0
+    retry_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.mqtt_url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError(f"expected mqtt://[user:password@]host[:port], got {self.mqtt_url!r}")
+        if self.protocol not in (5, 311):
+            raise ValueError("protocol must be 5 (MQTT 5) or 311 (MQTT 3.1.1)")
+        if not 1 <= self.batch_size <= 65535:
+            raise ValueError("batch size must be between 1 and 65535 (MQTT 5 Receive Maximum)")
+
+    @property
+    def topic_filter(self) -> str:
+        own = f"{self.prefix.rstrip('/')}/#"
+        return f"$share/{SHARE_GROUP}/{own}" if self.shared else own
+
+
+@dataclass(slots=True)
+class Received:
+    topic: str | None  # None when the topic is not UTF-8
+    raw_topic: bytes
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+    received_ns: int
+    generation: int  # which connection delivered it (acks belong to that connection)
+
+
+@dataclass(slots=True)
+class _Pending:
+    messages: list[Received]
+    points: list[Point] | None = None  # set once the relational part is committed
+    attempts: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class IngestWorker:
+    """`start()` connects and processes in background threads; `stop()` drains and disconnects."""
+
+    def __init__(self, config: IngestConfig, engine: Engine, store: TimeSeriesStore, spool: DiskSpool,
+                 metrics: IngestMetrics | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+        self.config, self.engine, self.store, self.spool = config, engine, store, spool
+        self.metrics = metrics or IngestMetrics()
+        self.clock = clock
+        self._queue: queue.Queue[Received] = queue.Queue()
+        self._stop = threading.Event()
+        self._stop_ns = 0
+        self._connected = threading.Event()
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._last_sweep = 0.0
+        self.client = self._make_client()
+
+    # --- MQTT -----------------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        config = self.config
+        if config.protocol == 5:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id,
+                                 protocol=mqtt.MQTTv5, manual_ack=True)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id, clean_session=False,
+                                 protocol=mqtt.MQTTv311, manual_ack=True)
+        url = urlsplit(config.mqtt_url)
+        if url.username:
+            client.username_pw_set(unquote(url.username), unquote(url.password or ""))
+        client.reconnect_delay_set(min_delay=1, max_delay=int(config.retry_max_s))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client, _userdata, flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        with self._lock:
+            self._generation += 1
+        self._connected.set()
+        self.metrics.connected.set(1)
+        if not flags.session_present:
+            # a new session: subscribe (a kept session still has the subscription and its queued messages)
+            client.subscribe(self.config.topic_filter, qos=1)
+        log.info("connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        self._connected.clear()
+        self.metrics.connected.set(0)
+        with self._lock:
+            self._generation += 1  # what was delivered before can no longer be acknowledged
+        if not self._stop.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        raw_topic = message._topic  # bytes; .topic raises on invalid UTF-8
+        try:
+            topic = raw_topic.decode("utf-8")
+        except UnicodeDecodeError:
+            topic = None
+        self.metrics.messages_in.inc()
+        self._queue.put(Received(topic, raw_topic, message.payload, message.qos, message.mid, message.retain,
+                                 time.time_ns(), self._generation))
+
+    def _connect_properties(self) -> Properties | None:
+        if self.config.protocol != 5:
+            return None
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.config.session_expiry_s
+        properties.ReceiveMaximum = self.config.batch_size
+        return properties
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        url = urlsplit(self.config.mqtt_url)
+        kwargs = {"clean_start": False, "properties": self._connect_properties()} if self.config.protocol == 5 else {}
+        self.client.connect_async(url.hostname, url.port or 1883, keepalive=self.config.keepalive_s, **kwargs)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="labshare-ingest", daemon=True)
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in hand and the messages already received, acknowledge them, disconnect."""
+        self._stop_ns = time.time_ns()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def kill(self) -> None:
+        """Stop without acknowledging anything further (tests: the process dying)."""
+        self._stop.set()
+        self._queue = queue.Queue()
+        self.client.loop_stop()
+        self.client._sock_close()
+
+    # --- processing -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: _Pending | None = None
+        while True:
+            if pending is None:
+                batch = self._take_batch()
+                if batch:
+                    pending = _Pending(batch)
+                elif self._stop.is_set():
+                    return  # drained: everything received before stop() is acknowledged
+            if pending is not None:
+                if self._process(pending):
+                    pending = None
+                else:
+                    pending.attempts += 1
+                    delay = min(self.config.retry_max_s, 0.2 * 2 ** min(pending.attempts, 8))
+                    if self._stop.wait(delay) and pending.attempts > 3:
+                        return  # stopping and the stores stay down: the broker keeps the messages
+            self._maybe_sweep()
+            self._replay_spool()
+
+    def _take_batch(self) -> list[Received]:
+        config = self.config
+        batch: list[Received] = []
+        try:
+            batch.append(self._queue.get(timeout=0.05 if self._stop.is_set() else 0.2))
+        except queue.Empty:
+            return batch
+        deadline = time.monotonic() + config.batch_wait_s
+        while len(batch) < config.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get_nowait() if remaining <= 0 else self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        if self._stop.is_set():
+            # draining: only what arrived before stop(); later messages stay unacknowledged for redelivery
+            batch = [m for m in batch if m.received_ns <= self._stop_ns]
+            if not batch:
+                return batch
+        self.metrics.queue_depth.set(self._queue.qsize())
+        self.metrics.lag.set(max(0.0, (time.time_ns() - batch[0].received_ns) / 1e9))
+        return batch
+
+    def _process(self, pending: _Pending) -> bool:
+        """True when the batch is done and acknowledged; False to retry it later."""
+        if pending.points is None:
+            try:
+                pending.points = self._apply(pending.messages)
+            except (OperationalError, DBAPIError) as error:
+                self.metrics.retries.labels("database").inc()
+                log.warning("database unavailable, batch of %d kept for retry: %s", len(pending.messages),
+                            str(error).splitlines()[0])
+                return False
+        try:
+            self._write_points(pending.points)
+        except SpoolFull:
+            self.metrics.retries.labels("spool_full").inc()
+            log.warning("time-series store down and spool full: not acknowledging (the broker keeps the backlog)")
+            return False
+        self._ack(pending.messages)
+        self.metrics.batch_seconds.observe(time.monotonic() - pending.started)
+        return True
+
+    def _apply(self, messages: Sequence[Received]) -> list[Point]:
+        parsed = [self._inbound(m) for m in messages]
+        inbound = [message for message, _points in parsed]
+        with Session(self.engine, expire_on_commit=False) as db:
+            begin_write(db)
+            result = apply_batch(db, inbound, self.clock())
+            db.commit()
+        for reason, count in result.dead_letters.items():
+            self.metrics.dead_letters.labels(reason).inc(count)
+        return [point for message, points in parsed if message.accepted for point in points]
+
+    def _inbound(self, message: Received) -> tuple[Inbound, list[Point]]:
+        """The message for the relational store, and the points it becomes if its device is accepted."""
+        inbound = Inbound(topic=message.topic if message.topic is not None else
+                          message.raw_topic.decode("utf-8", "backslashreplace"),
+                          payload=message.payload, received_ns=message.received_ns)
+        if message.topic is None:
+            inbound.reject_reason, inbound.reject_detail = "bad_topic", "topic is not UTF-8"
+            return inbound, []
+        try:
+            inbound.device_id = contract.split_topic(message.topic, self.config.prefix)[0]
+            parsed = contract.parse(message.topic, message.payload, message.received_ns, self.config.prefix)
+        except contract.Invalid as invalid:
+            inbound.reject_reason, inbound.reject_detail = invalid.reason, invalid.detail
+            return inbound, []
+        if isinstance(parsed, contract.Status):
+            inbound.status = StatusIn(parsed.ts_ns, parsed.state, parsed.detail)
+            inbound.retained_without_ts = message.retain and parsed.ts_ns == message.received_ns
+        elif isinstance(parsed, contract.Event):
+            inbound.event = EventIn(parsed.event_id, parsed.ts_ns, parsed.type, parsed.run_id, parsed.operator,
+                                    parsed.samples, parsed.detail)
+        else:
+            inbound.samples = tuple(SampleIn(s.ts_ns, _power(s.values)) for s in parsed.samples)
+            return inbound, [metric_point(parsed.device_id, s.ts_ns, s.values) for s in parsed.samples]
+        return inbound, []
+
+    def _write_points(self, points: list[Point]) -> None:
+        if not points:
+            return
+        if self.spool.pending_count == 0:
+            try:
+                self.store.write(points)
+                self.metrics.points_written.inc(len(points))
+                return
+            except StoreError as error:
+                # unavailable: keep them for replay; rejected for good: the spool quarantines them on replay
+                self.metrics.retries.labels("tsdb").inc()
+                log.warning("time-series store refused %d points (%s); spooling", len(points), error)
+        self.spool.append(points)  # behind what is already spooled, so points reach the store in order
+        self.metrics.spool_bytes.set(self.spool.depth_bytes)
+
+    def _replay_spool(self) -> None:
+        if self.spool.pending_count:
+            self.spool.replay(self.store, max_batches=20)  # stops quietly while the store is still down
+            self.metrics.spool_bytes.set(self.spool.depth_bytes)
+
+    def _ack(self, messages: Sequence[Received]) -> None:
+        with self._lock:
+            generation = self._generation
+        acked = 0
+        for message in messages:
+            if message.qos > 0 and message.generation == generation:
+                self.client.ack(message.mid, message.qos)
+                acked += 1
+        self.metrics.acknowledged.inc(acked)
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < self.config.heartbeat_sweep_s:
+            return
+        self._last_sweep = now
+        try:
+            with Session(self.engine, expire_on_commit=False) as db:
+                begin_write(db)
+                sweep_heartbeats(db, self.clock())
+                db.commit()
+        except (OperationalError, DBAPIError) as error:
+            log.warning("heartbeat sweep skipped: %s", str(error).splitlines()[0])
+
+
+def _power(values) -> float | None:
+    power = values.get("power_w")
+    return float(power) if isinstance(power, int | float) and not isinstance(power, bool) else None
