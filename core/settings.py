@@ -41,6 +41,8 @@ class Settings:
     database_url: str = ""  # empty: a SQLite file in data_dir
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     tsdb_url: str = "sql:"  # "sql:" = the embedded table in the relational database
+    mqtt_protocol: str = "5"  # the ingest's MQTT version: 5, or 311 for brokers that only speak 3.1.1
+    spool_max_mb: str = "1024"  # the ingest's disk spool (data_dir/spool) while the time-series store is down
     default_locale: str = "zh_CN"
     timezone: str = "Asia/Shanghai"
     session_cookie_secure: bool = False
@@ -121,6 +123,10 @@ def _check(s: Settings) -> dict[str, str]:
         tsdb_ok = False
     if not tsdb_ok:
         problems["tsdb_url"] = f"expected sql: or influxdb://host:port/db, got {s.tsdb_url!r}"
+    if s.mqtt_protocol not in ("5", "311"):
+        problems["mqtt_protocol"] = f"must be 5 or 311, got {s.mqtt_protocol!r}"
+    if not s.spool_max_mb.isdigit() or not 0 < int(s.spool_max_mb) <= 1_000_000:
+        problems["spool_max_mb"] = f"must be a number of megabytes (1 to 1000000), got {s.spool_max_mb!r}"
     if s.default_locale not in LOCALES:
         problems["default_locale"] = f"must be one of {', '.join(LOCALES)}, got {s.default_locale!r}"
     try:

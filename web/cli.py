@@ -342,6 +342,36 @@ def reservations_remind(hours: int) -> None:
     click.echo(f"{count} reminders queued")
 
 
+# --- ingest -------------------------------------------------------------------------------------------------
+
+@main.command(help="Consume device telemetry from LABSHARE_MQTT_URL into the database and the time-series store "
+                   "until SIGTERM, which drains and stops.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 32),
+              help="Worker processes sharing one subscription.")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--batch-wait", default=0.1, show_default=True, type=click.FloatRange(0.0, 10.0),
+              help="Seconds a message waits for its batch to fill.")
+@click.option("--client-id", default="labshare-ingest", show_default=True,
+              help="MQTT client id (a persistent session is kept under it; workers add -1, -2, …).")
+@click.option("--no-shared", is_flag=True, help="Subscribe without $share (brokers without shared subscriptions).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve Prometheus metrics on 127.0.0.1:PORT (workers on consecutive ports).")
+@handles_errors
+def ingest(workers, batch_size, batch_wait, client_id, no_shared, metrics_port) -> None:
+    import logging
+
+    from telemetry.service import ingest_config, run_many
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = ingest_config(settings, client_id=client_id, batch_size=batch_size, batch_wait_s=batch_wait,
+                               shared=not no_shared)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    run_many(settings, config, workers, metrics_port)
+
+
 # --- devices ------------------------------------------------------------------------------------------------
 
 @main.group(help="The device registry and the broker's credentials.")
@@ -389,3 +419,71 @@ def devices_export_mosquitto(directory: str) -> None:
         passwd, acl, count = export_mosquitto(session, Path(directory), ingest_username=unquote(mqtt.username),
                                               ingest_password=unquote(mqtt.password))
     click.echo(f"wrote {passwd} and {acl} ({count} devices + the ingest); send Mosquitto SIGHUP to reload")
+
+
+# --- simulator ------------------------------------------------------------------------------------------------
+
+@main.command(help="Virtual instruments (SEM, HPLC, fermenter, generic) publishing per the MQTT contract.")
+@click.option("--mqtt-url", help="Broker URL, mqtt://host:port (default: LABSHARE_MQTT_URL).")
+@click.option("--device", "device_specs", multiple=True, metavar="ID:TYPE[:PASSWORD]",
+              help="A device to simulate; TYPE is sem, hplc, fermenter or generic. Repeatable.")
+@click.option("--devices", "device_count", type=click.IntRange(1, 10_000),
+              help="N more devices named sim-TYPE-NNN, the types taken in turn.")
+@click.option("--from-registry", is_flag=True, help="Every enabled device of the registry (LABSHARE_DATABASE_URL).")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
+              help="device_id:password lines for --from-registry (the registry keeps only hashes).")
+@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(0, 1e6, min_open=True),
+              help="Simulated seconds per real second (60: one simulated minute per second).")
+@click.option("--duration", "duration_s", type=click.FloatRange(0, min_open=True),
+              help="Stop after this many real seconds (default: until Ctrl-C).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--prefix", default="labshare/v1", show_default=True)
+@click.option("--fault-rate", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="Chance that a run ends in a fault.")
+@click.option("--outages-per-day", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="Abrupt disconnects per device and simulated day (then store-and-forward).")
+@click.option("--rate", "rate_hz", type=click.FloatRange(0, 1000, min_open=True),
+              help="Metrics samples per simulated second (default: per type, every 10 or 60 s).")
+@click.option("--protocol", default="5", show_default=True, type=click.Choice(["5", "3.1.1"]))
+@click.option("--quiet", is_flag=True, help="No summary line every few seconds.")
+@handles_errors
+def simulate(mqtt_url, device_specs, device_count, from_registry, password_file, time_scale, duration_s, seed,
+             prefix, fault_rate, outages_per_day, rate_hz, protocol, quiet) -> None:
+    from telemetry import simulator as sim
+
+    try:
+        specs = [sim.parse_device_spec(text) for text in device_specs]
+        if device_count:
+            specs += sim.numbered_specs(device_count)
+        if from_registry:
+            passwords = sim.parse_password_file(Path(password_file).read_text("utf-8")) if password_file else {}
+            with _session(load_settings()) as session:
+                specs += sim.specs_from_registry(session, passwords)
+        if not specs:
+            _fail("no devices: give --device ID:TYPE, --devices N or --from-registry", 2)
+        url = mqtt_url or load_settings().mqtt_url
+        simulator = sim.Simulator(url, specs, prefix=prefix, time_scale=time_scale, seed=seed, fault_rate=fault_rate,
+                                  outage_rate_per_day=outages_per_day, protocol=protocol,
+                                  sample_interval_s=1 / rate_hz if rate_hz else None)
+        sim.check_broker(url)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    except OSError as exc:
+        _fail(f"cannot reach the MQTT broker: {exc}")
+    _run_simulator(simulator, duration_s, quiet)
+
+
+def _run_simulator(simulator, duration_s: float | None, quiet: bool) -> None:
+    thread = simulator.start(duration_s)
+    shown: set[str] = set()
+    try:
+        while thread.is_alive():
+            thread.join(5.0)
+            if not quiet and thread.is_alive():
+                click.echo(simulator.summary())
+                for error in set(simulator.errors()) - shown:  # each problem once, not every 5 s
+                    click.echo(f"warning: {error}", err=True)
+                    shown.add(error)
+    except KeyboardInterrupt:
+        simulator.stop()
+    click.echo(f"stopped; {simulator.summary()}")
