@@ -92,7 +92,26 @@ def duplicates(values):
 
 
 def test_file_has_exactly_the_known_sections(data):
-    assert set(data) == {"organisations", "facilities", "resources", "users", "rules"}
+    assert set(data) == {"organisations", "facilities", "resources", "users", "rules", "devices"}
+
+
+def test_demo_devices_are_valid_registry_entries_on_real_resources(data):
+    """Every demo device names a resource of the file, a usage source the registry accepts and a simulator
+    behaviour, with unique ids that are valid MQTT topic levels."""
+    from devices.models import UsageSource
+    from devices.registry import DEVICE_ID_RE
+
+    keys = {resource["key"] for resource in data["resources"]}
+    ids = [device["device_id"] for device in data["devices"]]
+    assert duplicates(ids) == []
+    for device in data["devices"]:
+        assert DEVICE_ID_RE.fullmatch(device["device_id"])
+        assert device["resource"] in keys, device["device_id"]
+        assert device["usage_source"] in {s.value for s in UsageSource}
+        assert device["sim"] in {"sem", "hplc", "fermenter", "generic"}
+        if device["usage_source"] == "power":
+            assert float(device["power_threshold_w"]) > 0
+    assert {d["usage_source"] for d in data["devices"]} == {"events", "status", "power"}  # the demo shows all three
 
 
 def test_booking_rules_name_real_resources_and_columns(data):

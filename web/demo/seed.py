@@ -22,6 +22,8 @@ from booking.models import Facility, OperationMode, Resource, ResourceKind
 from booking.permissions import grant_facility_manager
 from core.accounts import services
 from core.accounts.models import Organisation, Role, User
+from devices.models import Device
+from devices.registry import DeviceData, add_device
 
 DATA_FILE = files("web.demo") / "data.toml"
 PILOT_LINE_RULES = {"granularity_min": 1440, "min_duration_min": 1440, "max_duration_min": 43200,
@@ -75,11 +77,14 @@ def seed_demo(db: Session, data: dict[str, Any] | None = None,
         progress(1)
     db.flush()
 
+    resources: dict[str, int] = {}
     for row in data["resources"]:
         facility = facilities[row["facility"]]
         exists = db.scalar(select(Resource.id).where(
             Resource.facility_id == facility.id, Resource.name_zh == row["name_zh"], Resource.model == row["model"]))
-        if exists is None:
+        if exists is not None:
+            resources[row["key"]] = exists
+        else:
             resource = Resource(
                 facility=facility, kind=ResourceKind(row["kind"]), name_zh=row["name_zh"], name_en=row["name_en"],
                 description_zh=row.get("description_zh", ""), description_en=row.get("description_en", ""),
@@ -93,9 +98,22 @@ def seed_demo(db: Session, data: dict[str, Any] | None = None,
                 setattr(resource, name, value)
             resource.search_text = search_text_of(resource)
             db.add(resource)
+            db.flush()
+            resources[row["key"]] = resource.id
             report.count("resources")
         progress(1)
     db.flush()
+
+    for row in data.get("devices", []):
+        if db.scalar(select(Device.id).where(Device.device_id == row["device_id"])) is None:
+            # the broker password is not kept: `labshare demo` issues fresh ones at every start
+            add_device(db, None, DeviceData(
+                device_id=row["device_id"], resource_id=resources[row["resource"]],
+                usage_source=row["usage_source"], description=row.get("description", ""),
+                power_threshold_w=row.get("power_threshold_w"), debounce_s=row.get("debounce_s", 60),
+                heartbeat_timeout_s=row.get("heartbeat_timeout_s", 300)))
+            report.count("devices")
+        progress(1)
 
     for row in data["users"]:
         user = db.scalar(select(User).where(User.email == services.normalise_email(row["email"])))
@@ -115,7 +133,7 @@ def seed_demo(db: Session, data: dict[str, Any] | None = None,
 
 
 def item_count(data: dict[str, Any]) -> int:
-    return sum(len(data[k]) for k in ("organisations", "facilities", "resources", "users"))
+    return sum(len(data.get(k, [])) for k in ("organisations", "facilities", "resources", "devices", "users"))
 
 
 def seed_demo_bookings(db: Session, *, now=None, days_back: int = 14, days_ahead: int = 21) -> int:
