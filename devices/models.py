@@ -146,6 +146,10 @@ class UsageSession(Base):
     run_id: Mapped[str] = mapped_column(String(64), default="")
     operator: Mapped[str] = mapped_column(String(64), default="")
     samples: Mapped[int | None] = mapped_column(Integer)
+    # the timestamps of the observations that decided the start and the end (a debounced edge is dated
+    # before it is decided); re-deriving after a late message needs them (devices.usage.phase_after)
+    start_decided_ns: Mapped[int] = mapped_column(BigInteger)
+    end_decided_ns: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     device: Mapped[Device] = relationship(lazy="joined")

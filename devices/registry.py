@@ -37,7 +37,7 @@ class DeviceData:
 
 def _validated(db: Session, data: DeviceData) -> dict:
     errors: dict[str, list[str]] = {}
-    if not DEVICE_ID_RE.match(data.device_id or ""):
+    if not DEVICE_ID_RE.fullmatch(data.device_id or ""):
         errors["device_id"] = [N_("1 to 64 letters, digits, - or _.")]
     elif db.scalar(select(Device.id).where(Device.device_id == data.device_id)):
         errors["device_id"] = [N_("A device with this id is already registered.")]
@@ -130,7 +130,7 @@ def export_mosquitto(db: Session, directory: Path, *, ingest_username: str, inge
     """Write `passwd` and `acl` for Mosquitto: each enabled device may publish only below its own
     `{prefix}/{device_id}/`, the ingest may read everything below the prefix. Returns the paths and
     the number of devices."""
-    if not DEVICE_ID_RE.match(ingest_username) or db.scalar(
+    if not DEVICE_ID_RE.fullmatch(ingest_username) or db.scalar(
             select(Device.id).where(Device.device_id == ingest_username)):
         raise InvalidInput({"ingest_username": [N_("The ingest needs a user name no device uses.")]})
     devices = db.scalars(select(Device).where(Device.enabled).order_by(Device.device_id)).all()

@@ -40,7 +40,7 @@ class Kind(enum.IntEnum):
     # heartbeat timeout; not activity, so a session it truncates ends at the message before it
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     ts_ns: int
     kind: Kind
@@ -64,10 +64,18 @@ class Session:
     run_id: str = ""
     operator: str = ""
     samples: int | None = None
+    # When the machine decided the start and the end: the timestamps of the items that opened and closed the
+    # session. A debounced edge is decided after the time it is dated at, and a truncation when the gap or
+    # the offline message is seen; restarting needs to know (see `phase_after`).
+    start_decided_ns: int = 0
+    end_decided_ns: int | None = None
+
+    def key(self) -> tuple:
+        return (self.start_ns, self.end_ns, self.truncated, self.run_id, self.operator, self.samples,
+                self.start_decided_ns, self.end_decided_ns)
 
     def same_as(self, other: Session) -> bool:
-        return (self.start_ns, self.end_ns, self.truncated, self.run_id, self.operator, self.samples) == (
-            other.start_ns, other.end_ns, other.truncated, other.run_id, other.operator, other.samples)
+        return self.key() == other.key()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +95,7 @@ class Machine:
     open: Session | None = None
     pending_ns: int | None = None  # power: time of the first sample of an edge still being debounced
     sessions: list[Session] = field(default_factory=list)
+    _now: int = 0  # the timestamp of the item being fed
 
     @classmethod
     def resumed(cls, config: Config, item: Item, open_session: Session | None) -> Machine:
@@ -94,11 +103,12 @@ class Machine:
         machine = cls(config, last_activity_ns=item.ts_ns if item.is_activity else None)
         if open_session is not None:
             machine.open = Session(open_session.start_ns, None, False, open_session.run_id,
-                                   open_session.operator, open_session.samples)
+                                   open_session.operator, open_session.samples, open_session.start_decided_ns)
             machine.sessions.append(machine.open)
         return machine
 
     def feed(self, item: Item) -> None:
+        self._now = item.ts_ns
         if item.is_activity:
             last = self.last_activity_ns
             if last is not None and item.ts_ns - last > self.config.heartbeat_timeout_ns:
@@ -164,14 +174,14 @@ class Machine:
     # --- sessions -------------------------------------------------------------------------------------
 
     def _start(self, ts_ns: int, run_id: str = "", operator: str = "", samples: int | None = None) -> None:
-        self.open = Session(ts_ns, None, False, run_id, operator, samples)
+        self.open = Session(ts_ns, None, False, run_id, operator, samples, start_decided_ns=self._now)
         self.sessions.append(self.open)
         self.pending_ns = None
 
     def _close(self, ts_ns: int, truncated: bool = False) -> None:
         if self.open is None:
             return
-        self.open.end_ns, self.open.truncated = ts_ns, truncated
+        self.open.end_ns, self.open.truncated, self.open.end_decided_ns = ts_ns, truncated, self._now
         if self.open.end_ns <= self.open.start_ns:
             self.sessions.remove(self.open)  # nothing was measured: a run that ended where it began
         self.open = None
@@ -224,9 +234,32 @@ def expected_open(config: Config, item: Item) -> bool | None:
     return None
 
 
+def phase_after(session: Session | None, ts_ns: int) -> bool | None:
+    """Whether a session is open right after an item at `ts_ns`, given the newest session that starts at or
+    before it; None when an edge dated before `ts_ns` was only decided after it (the machine was then
+    debouncing, or had not yet seen the gap that truncates the session), so the sessions cannot say."""
+    if session is None:
+        return False
+    if session.start_decided_ns > ts_ns:
+        return None
+    if session.end_decided_ns is None:
+        return True
+    if ts_ns >= session.end_decided_ns:
+        return False
+    return True if session.end_ns is not None and ts_ns < session.end_ns else None
+
+
+_EVENT_RANK = {"run_started": 0, "run_finished": 2}  # a run that starts and ends at one instant has no length
+
+
+def sort_key(item: Item) -> tuple:
+    """The order of the stream: by time, then what the device said before what was said about it."""
+    return (item.ts_ns, item.kind, _EVENT_RANK.get(item.key, 1), item.key, item.run_id)
+
+
 def derive(config: Config, items: list[Item]) -> list[Session]:
     """All sessions of a complete stream (any order: it is sorted here)."""
     machine = Machine(config)
-    for item in sorted(items):
+    for item in sorted(items, key=sort_key):
         machine.feed(item)
     return machine.finish()

@@ -86,7 +86,7 @@ def split_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> tuple[str, str]:
     if not topic.startswith(head):
         raise Invalid("bad_topic", topic[:200])
     parts = topic[len(head):].split("/")
-    if len(parts) != 2 or not DEVICE_ID_RE.match(parts[0]):
+    if len(parts) != 2 or not DEVICE_ID_RE.fullmatch(parts[0]):
         raise Invalid("bad_topic", topic[:200])
     if parts[1] not in CHANNELS:
         raise Invalid("unknown_channel", parts[1][:64])
@@ -134,7 +134,7 @@ def _values(raw: object) -> dict[str, float | bool]:
         raise Invalid("too_many_fields", str(len(raw)))
     values: dict[str, float | bool] = {}
     for name, value in raw.items():
-        if not FIELD_RE.match(name):
+        if not FIELD_RE.fullmatch(name):
             raise Invalid("bad_field_name", name[:64])
         if isinstance(value, bool):
             values[name] = value

@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -65,8 +66,8 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.mqtt_url)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError(f"expected mqtt://[user:password@]host[:port], got {self.mqtt_url!r}")
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"expected mqtt[s]://[user:password@]host[:port], got {self.mqtt_url!r}")
         if self.protocol not in (5, 311):
             raise ValueError("protocol must be 5 (MQTT 5) or 311 (MQTT 3.1.1)")
         if not 1 <= self.batch_size <= 65535:
@@ -129,6 +130,8 @@ class IngestWorker:
         url = urlsplit(config.mqtt_url)
         if url.username:
             client.username_pw_set(unquote(url.username), unquote(url.password or ""))
+        if url.scheme == "mqtts":
+            client.tls_set()  # the system's CA certificates
         client.reconnect_delay_set(min_delay=1, max_delay=int(config.retry_max_s))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -143,8 +146,15 @@ class IngestWorker:
             self._generation += 1
         self._connected.set()
         self.metrics.connected.set(1)
-        if not flags.session_present:
-            # a new session: subscribe (a kept session still has the subscription and its queued messages)
+        # FIX (tests/telemetry/test_ingest_faults.py): subscribe on every connect, not only for a new session.
+        # Mosquitto 2.0.11 restores a persistent session and its queued messages after a restart but NOT its
+        # shared subscription ($share/…): with "session present" the worker never subscribed again and
+        # received nothing published after the broker restart. Subscribing again to the same filter is
+        # idempotent; with MQTT 5, retain handling 1 keeps the broker from replaying retained messages to a
+        # subscription that already exists.
+        if self.config.protocol == 5:
+            client.subscribe(self.config.topic_filter, options=SubscribeOptions(qos=1, retainHandling=1))
+        else:
             client.subscribe(self.config.topic_filter, qos=1)
         log.info("connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present)
 
@@ -179,7 +189,8 @@ class IngestWorker:
     def start(self) -> None:
         url = urlsplit(self.config.mqtt_url)
         kwargs = {"clean_start": False, "properties": self._connect_properties()} if self.config.protocol == 5 else {}
-        self.client.connect_async(url.hostname, url.port or 1883, keepalive=self.config.keepalive_s, **kwargs)
+        default_port = 8883 if url.scheme == "mqtts" else 1883
+        self.client.connect_async(url.hostname, url.port or default_port, keepalive=self.config.keepalive_s, **kwargs)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name="labshare-ingest", daemon=True)
         self._thread.start()
@@ -290,8 +301,15 @@ class IngestWorker:
         try:
             inbound.device_id = contract.split_topic(message.topic, self.config.prefix)[0]
             parsed = contract.parse(message.topic, message.payload, message.received_ns, self.config.prefix)
+            _check_storable(parsed)
         except contract.Invalid as invalid:
             inbound.reject_reason, inbound.reject_detail = invalid.reason, invalid.detail
+            return inbound, []
+        except OverflowError:
+            # FIX (tests/telemetry/test_ingest_fuzz.py): contract.parse lets OverflowError escape for an integer
+            # too large for a float (e.g. {"values": {"a": 1e400 written out as digits}}); uncaught, it killed
+            # the processing thread. It is a value out of range: dead-letter it as bad_value.
+            inbound.reject_reason, inbound.reject_detail = "bad_value", "a number too large"
             return inbound, []
         if isinstance(parsed, contract.Status):
             inbound.status = StatusIn(parsed.ts_ns, parsed.state, parsed.detail)
@@ -346,6 +364,40 @@ class IngestWorker:
                 db.commit()
         except (OperationalError, DBAPIError) as error:
             log.warning("heartbeat sweep skipped: %s", str(error).splitlines()[0])
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _unstorable(text: str) -> bool:
+    """NUL (PostgreSQL text cannot hold it) or a lone surrogate (from a JSON escape such as "\\udfff"; not
+    encodable as UTF-8, so neither database driver can send it)."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_storable(parsed: contract.Message) -> None:
+    """FIX (tests/telemetry/test_ingest_fuzz.py): messages that pass contract.parse but that the database
+    cannot store. A status detail or event text with NUL or a lone surrogate made the insert fail: on SQLite
+    with UnicodeEncodeError, which killed the processing thread; on PostgreSQL with a DataError, retried
+    forever as if the database were down (nothing after it was acknowledged). An event `samples` beyond the
+    INTEGER column (32 bits) failed the same way. Refused here with the contract's reasons instead."""
+    if isinstance(parsed, contract.Status):
+        if _unstorable(parsed.detail):
+            raise contract.Invalid("bad_detail", "NUL or an unpaired surrogate")
+    elif isinstance(parsed, contract.Event):
+        for name in ("event_id", "type", "run_id", "operator"):
+            if _unstorable(getattr(parsed, name)):
+                raise contract.Invalid("bad_event", f"{name}: NUL or an unpaired surrogate")
+        if _unstorable(parsed.detail):
+            raise contract.Invalid("bad_detail", "NUL or an unpaired surrogate")
+        if parsed.samples is not None and parsed.samples > _INT32_MAX:
+            raise contract.Invalid("bad_event", "samples: at most 2147483647")
 
 
 def _power(values) -> float | None:

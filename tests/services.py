@@ -815,3 +815,291 @@ class PrivatePostgres:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Ingest test helpers (tests/telemetry/test_ingest_*.py): a database per test, a QoS 1 publisher,
+# `labshare ingest` as a child process, and polling for an effect. Third-party imports stay inside the
+# functions so that conftest files can still import this module cheaply.
+# --------------------------------------------------------------------------------------------------
+
+
+def wait_for(condition: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "the condition") -> Any:
+    """Poll condition() until it returns something truthy and return that; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {value!r})")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def migrated_database(backend: str, directory: str | os.PathLike[str]):
+    """A fresh, migrated database of `backend` (sqlite: a file in `directory`); yields its URL and drops
+    it afterwards (PostgreSQL). For code under test that opens its own sessions and commits."""
+    from migrations import runner
+    from tests.conftest import create_pg_database, drop_pg_database
+
+    if backend == "sqlite":
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{Path(directory) / f'ingest-{os.getpid()}-{time.monotonic_ns()}.db'}"
+    else:
+        url = create_pg_database("labshare_ingest")
+    try:
+        runner.upgrade(url)
+        yield url
+    finally:
+        if backend != "sqlite":
+            drop_pg_database(url)
+
+
+class MqttPublisher:
+    """A paho (MQTT 5) publisher that waits for each QoS 1 PUBACK and, when the broker goes away (a
+    restart), reconnects and publishes the same message again: at least once, as a device does."""
+
+    def __init__(self, broker: Any, client_id: str | None = None, connect_timeout: float = 10.0) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.broker = broker
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                                  client_id=client_id or f"test-pub-{os.getpid()}-{time.monotonic_ns()}")
+        self._connected = threading.Event()
+        self.client.on_connect = lambda *_args: self._connected.set()
+        self.client.on_disconnect = lambda *_args: self._connected.clear()
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.client.connect_async(broker.host, broker.port, keepalive=30)
+        self.client.loop_start()
+        if not self._connected.wait(connect_timeout):
+            self.close()
+            raise ServiceError(f"publisher could not connect to {broker.host}:{broker.port}")
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
+                timeout: float = 60.0) -> None:
+        """Publish and return once the broker has it (PUBACK for QoS 1); retries across reconnects."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._connected.wait(max(0.0, deadline - time.monotonic())):
+                raise ServiceError(f"publisher not connected; could not publish to {topic}")
+            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+            try:
+                info.wait_for_publish(timeout=5.0)
+                if info.is_published():
+                    return
+            except (RuntimeError, ValueError):  # the connection dropped before the message went out
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceError(f"could not publish to {topic} within {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> MqttPublisher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class IngestProcess:
+    """`labshare ingest` as a child process (its own process group), configured through LABSHARE_* variables.
+
+    terminate() sends SIGTERM (the worker drains) and waits; kill() sends SIGKILL (a crash).
+    """
+
+    def __init__(self, workdir: str | os.PathLike[str], env: dict[str, str], *args: str) -> None:
+        import sys
+
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = env
+        self.args = list(args)
+        self._python = sys.executable
+        self._process = _Process("ingest", self.workdir)
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.popen.returncode if self._process.popen is not None else None
+
+    def start(self) -> None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("LABSHARE_")}
+        environment.update(self.env)
+        environment.setdefault("PYTHONPATH", str(REPO_ROOT))
+        if self._process.running:
+            raise ServiceError("ingest is already running")
+        self._process._close_files()
+        self._process._stdout = open(self.workdir / "ingest.stdout", "ab")  # noqa: SIM115 (closed by _Process)
+        self._process._stderr = open(self.workdir / "ingest.stderr", "ab")  # noqa: SIM115
+        self._process.popen = subprocess.Popen(
+            [self._python, "-c", "from web.cli import main; main()", "ingest", *self.args],
+            stdin=subprocess.DEVNULL, stdout=self._process._stdout, stderr=self._process._stderr,
+            cwd=REPO_ROOT, env=environment, close_fds=True,
+        )
+
+    def terminate(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM, wait for the drain; the exit status (None if it had to be killed)."""
+        popen = self._process.popen
+        if popen is None:
+            return None
+        code = None
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+            try:
+                code = popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(timeout=STOP_TIMEOUT_S)
+        else:
+            code = popen.returncode
+        self._process.popen = None
+        self._process._close_files()
+        return code
+
+    def kill(self) -> None:
+        self._process.terminate(signal.SIGKILL)
+
+    def output_text(self) -> str:
+        return self._process.output_text()
+
+    def close(self) -> None:
+        if self._process.popen is not None:
+            self._process.terminate(signal.SIGKILL)
+        self._process._close_files()
+
+
+def prepare_ingest_session(broker: Any, client_id: str, shared: bool = True, prefix: str = "labshare/v1",
+                           session_expiry_s: int = 3600) -> None:
+    """Create the ingest's persistent MQTT 5 session (subscribed, QoS 1) before the worker first connects,
+    so that everything published from now on is queued for it whatever the worker is doing (the worker then
+    finds its session present and does not subscribe again)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    own = f"{prefix.rstrip('/')}/#"
+    topic_filter = f"$share/labshare-ingest/{own}" if shared else own
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    client.on_connect = lambda c, *_args: c.subscribe(topic_filter, qos=1)
+    client.on_subscribe = lambda *_args: subscribed.set()
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = session_expiry_s
+    client.connect(broker.host, broker.port, keepalive=30, clean_start=False, properties=properties)
+    client.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise ServiceError(f"could not subscribe {client_id} to {topic_filter}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def device_stream(device_id: str, source: str, t0_ms: int, count: int, seed: int = 0) -> list[tuple[str, bytes, Any]]:
+    """`count` contract-conforming messages of one device, one a second from t0_ms (epoch ms), each with the
+    `devices.usage.Item` it means to the usage machine (the specification the ingest must agree with):
+    power samples that cross the threshold (1000 W) in runs, status changes, or run_started/run_finished
+    events with occasional chatter in between."""
+    import random
+
+    from devices.usage import Item, Kind
+
+    rng = random.Random(f"{device_id}-{seed}")
+    out: list[tuple[str, bytes, Any]] = []
+    high = run_open = False
+    run = 0
+    for n in range(count):
+        ts_ms = t0_ms + n * 1000
+        ts_ns = ts_ms * 1_000_000
+        if source == "power" or (source != "power" and rng.random() < 0.4):
+            if rng.random() < 0.08:
+                high = not high
+            power = round(rng.uniform(1200, 2500) if high else rng.uniform(0, 300), 3)
+            payload = {"ts": ts_ms, "values": {"power_w": power, "temp_c": round(rng.uniform(18, 25), 2)}}
+            out.append((f"labshare/v1/{device_id}/metrics", json.dumps(payload).encode(),
+                        Item(ts_ns, Kind.SAMPLE, power_w=power)))
+        elif source == "status":
+            state = rng.choice(["idle", "running", "running", "maintenance", "fault"])
+            payload = {"ts": ts_ms, "state": state}
+            out.append((f"labshare/v1/{device_id}/status", json.dumps(payload).encode(),
+                        Item(ts_ns, Kind.STATUS, state)))
+        else:
+            if rng.random() < 0.5:
+                run_open = not run_open
+                run += 1 if run_open else 0
+                event_type = "run_started" if run_open else "run_finished"
+            else:
+                event_type = "note"
+            run_id = f"r{run}"
+            payload = {"id": f"e{n}", "ts": ts_ms, "type": event_type, "run_id": run_id}
+            out.append((f"labshare/v1/{device_id}/events", json.dumps(payload).encode(),
+                        Item(ts_ns, Kind.EVENT, event_type, run_id=run_id)))
+    return out
+
+
+def stored_sessions(engine: Any) -> dict[str, list[tuple]]:
+    """{device_id: [(start_ns, end_ns, truncated, run_id), …]} of the usage sessions in the database."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from devices.models import Device, UsageSession
+
+    sessions: dict[str, list[tuple]] = {}
+    with Session(engine) as db:
+        rows = db.execute(select(Device.device_id, UsageSession.start_ns, UsageSession.end_ns, UsageSession.truncated,
+                                 UsageSession.run_id).join(Device, Device.id == UsageSession.device_pk)
+                          .order_by(Device.device_id, UsageSession.start_ns)).all()
+    for device_id, *rest in rows:
+        sessions.setdefault(device_id, []).append(tuple(rest))
+    return sessions
+
+
+def expected_sessions(engine: Any, device_id: str, items: list[Any]) -> list[tuple]:
+    """What `devices.usage.derive` makes of the items with the device's registry settings."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from devices import usage
+    from devices.ingest import config_of
+    from devices.models import Device
+
+    with Session(engine) as db:
+        device = db.scalars(select(Device).where(Device.device_id == device_id)).one()
+        config = config_of(device)
+    return [(s.start_ns, s.end_ns, s.truncated, s.run_id) for s in usage.derive(config, items)]
+
+
+def ingest_counts(engine: Any) -> dict[str, Any]:
+    """Row counts the ingest writes: per device samples/events/observations/sessions, the power_w points of
+    the SQL store, and dead letters by reason."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from devices.models import DeadLetter, Device, DeviceEvent, DeviceSample, StateObservation, UsageSession
+    from telemetry.models import TelemetryPoint
+
+    def per_device(db: Any, model: Any) -> dict[str, int]:
+        rows = db.execute(select(Device.device_id, func.count()).join(model, model.device_pk == Device.id)
+                          .group_by(Device.device_id)).all()
+        return dict(rows)
+
+    with Session(engine) as db:
+        return {
+            "samples": per_device(db, DeviceSample),
+            "events": per_device(db, DeviceEvent),
+            "observations": per_device(db, StateObservation),
+            "sessions": per_device(db, UsageSession),
+            "points": dict(db.execute(select(TelemetryPoint.device_id, func.count())
+                                      .where(TelemetryPoint.field == "power_w")
+                                      .group_by(TelemetryPoint.device_id)).all()),
+            "dead_letters": dict(db.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason)).all()),
+        }

@@ -81,6 +81,8 @@ def upgrade() -> None:
     sa.Column('run_id', sa.String(length=64), nullable=False),
     sa.Column('operator', sa.String(length=64), nullable=False),
     sa.Column('samples', sa.Integer(), nullable=True),
+    sa.Column('start_decided_ns', sa.BigInteger(), nullable=False),
+    sa.Column('end_decided_ns', sa.BigInteger(), nullable=True),
     sa.Column('updated_at', core.types.UtcDateTime(timezone=True), nullable=False),
     sa.CheckConstraint('end_ns IS NULL OR end_ns > start_ns', name=op.f('ck_usage_session_positive_length')),
     sa.ForeignKeyConstraint(['device_pk'], ['device.id'], name=op.f('fk_usage_session_device_pk_device'), ondelete='CASCADE'),
