@@ -269,8 +269,9 @@ def web(host: str, port: int, workers: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--data-dir", default=DEMO_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--no-live", is_flag=True, help="Do not start the MQTT broker, the ingest and the simulated devices.")
 @handles_errors
-def demo(host: str, port: int, data_dir: str) -> None:
+def demo(host: str, port: int, data_dir: str, no_live: bool) -> None:
     from werkzeug.serving import run_simple
 
     from migrations import runner
@@ -291,8 +292,20 @@ def demo(host: str, port: int, data_dir: str) -> None:
         if role not in shown:
             shown.add(role)
             click.echo(f"  {role:<12} {user['email']:<28} password: {user['password']}")
+    app = create_app(settings)
+    lab = None
+    if not no_live:
+        from web.demo.live import LiveLab
+
+        lab = LiveLab(settings, app.extensions["labshare.engine"])
+        click.echo(lab.start())
+        app.extensions["labshare.ingest_registry"] = lab.metrics.registry  # served by /metrics
     click.echo("")
-    run_simple(host, port, create_app(settings), threaded=True, use_reloader=False)
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+    finally:
+        if lab is not None:
+            lab.stop()
 
 
 # --- e-mail and reminders ----------------------------------------------------------------------------------
