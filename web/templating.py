@@ -27,6 +27,8 @@ NAVIGATION = [
     ("booking.my_reservations", _l("My reservations"), "calendar-check", None),
     ("booking_manage.approvals", _l("Approvals"), "check2-square", {Role.LAB_MANAGER, Role.ADMIN}),
     ("manage.facilities", _l("My facilities"), "building-gear", {Role.LAB_MANAGER, Role.ADMIN}),
+    ("devices_manage.devices", _l("Devices"), "cpu", {Role.LAB_MANAGER, Role.ADMIN}),
+    ("live.board", _l("Live board"), "broadcast", {Role.LAB_MANAGER, Role.ADMIN}),
     ("admin.organisations", _l("Organisations"), "buildings", {Role.ADMIN}),
     ("admin.facilities", _l("Facilities"), "building-add", {Role.ADMIN}),
     ("admin.users", _l("Users"), "people", {Role.ADMIN}),

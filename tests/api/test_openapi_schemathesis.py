@@ -37,6 +37,7 @@ from core.accounts.tokens import create_token
 from core.db import make_engine, make_sessionmaker
 from core.settings import load_settings
 from core.timeutil import utcnow
+from devices.registry import DeviceData, add_device
 from migrations import runner
 from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 from tests.factories import make_token, make_user
@@ -87,11 +88,12 @@ def _known_ids(db, user: User) -> dict[str, int]:
     qualification = Qualification(resource_id=resource.id, user_id=user.id)
     db.add_all([blackout, sample, entry, qualification])
     spare_token = make_token(db, user, name="spare")[0]
+    device = add_device(db, None, DeviceData("fuzz-device", resource.id, "status"))[0]
     db.flush()
     return {"resource_id": resource.id, "reservation_id": upcoming, "token_id": spare_token.id,
             "blackout_id": blackout.id, "request_id": sample.id, "entry_id": entry.id,
             "qualification_id": qualification.id, "facility_id": resource.facility_id,
-            "user_id": make_user(db).id}
+            "user_id": make_user(db).id, "device_pk": device.id}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -1,0 +1,1 @@
+"""Lab managers' device registry pages: the devices of their facilities, adding one, its broker credential."""
