@@ -41,7 +41,7 @@ from devices.usage import Item, Kind
 NS = 1_000_000_000
 PAYLOAD_HEAD_BYTES = 200
 # At equal timestamps the device's own status outranks an alarm, which outranks its clearing and a timeout.
-_CAUSE_RANK = {StateCause.HEARTBEAT: 0, StateCause.ALARM_CLEARED: 1, StateCause.ALARM: 2, StateCause.STATUS: 3}
+CAUSE_RANK = {StateCause.HEARTBEAT: 0, StateCause.ALARM_CLEARED: 1, StateCause.ALARM: 2, StateCause.STATUS: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ class _Obs:
 
     @property
     def rank(self) -> tuple[int, int, str]:
-        return (self.ts_ns, _CAUSE_RANK[self.cause], self.state.value)
+        return (self.ts_ns, CAUSE_RANK[self.cause], self.state.value)
 
 
 @dataclass(slots=True)

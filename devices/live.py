@@ -21,7 +21,7 @@ from booking.permissions import can_manage_facility, managed_facility_ids
 from core.accounts.models import Role, User
 from core.errors import Forbidden, NotFound
 from core.timeutil import as_utc, utcnow, zone
-from devices.ingest import _CAUSE_RANK, NS, datetime_to_ns, ns_to_datetime
+from devices.ingest import CAUSE_RANK, NS, datetime_to_ns, ns_to_datetime
 from devices.models import DeadLetter, Device, DeviceEvent, LiveState, StateCause, StateObservation, UsageSession
 
 MANAGERS = (Role.LAB_MANAGER, Role.ADMIN)
@@ -125,8 +125,25 @@ def current_reservations(db: Session, resource_ids: list[int], now: datetime) ->
     return {r.resource_id: r for r in rows}
 
 
-def _row(device: Device, reservation: Reservation | None, now: datetime) -> BoardRow:
+def effective_state(device: Device, now: datetime) -> LiveState:
+    """The state to show now. The stored state is the newest observation; two things it cannot know:
+    a device silent for longer than its heartbeat timeout is offline even before the ingest's sweep
+    records it (the ingest may not be running), and a device that reports only events or power (never a
+    status) is online while it speaks — running while a usage session is open, idle otherwise."""
     state = LiveState(device.state)
+    seen = device.last_seen_ns
+    if seen is None:
+        return state
+    silent = datetime_to_ns(now) - seen > device.heartbeat_timeout_s * 1_000_000_000
+    if silent:
+        return LiveState.OFFLINE
+    if state == LiveState.OFFLINE and (device.state_ts_ns is None or seen > device.state_ts_ns):
+        return LiveState.RUNNING if (device.usage_tail or {}).get("open") else LiveState.IDLE
+    return state
+
+
+def _row(device: Device, reservation: Reservation | None, now: datetime) -> BoardRow:
+    state = effective_state(device, now)
     last = ns_to_datetime(device.last_seen_ns) if device.last_seen_ns is not None else None
     since = max(0, int((now - last).total_seconds())) if last is not None else None
     return BoardRow(device, device.resource, device.resource.facility, state, STATE_TONES[state], last, since,
@@ -174,7 +191,7 @@ def day_window(day: date, tz_name: str) -> tuple[datetime, datetime]:
 
 
 def _winner(observations: list[StateObservation]) -> StateObservation:
-    return max(observations, key=lambda o: (o.ts_ns, _CAUSE_RANK[StateCause(o.cause)]))
+    return max(observations, key=lambda o: (o.ts_ns, CAUSE_RANK[StateCause(o.cause)]))
 
 
 def timeline(db: Session, device: Device, start: datetime, end: datetime) -> list[Segment]:
@@ -277,7 +294,8 @@ def open_session_count(db: Session) -> int:
 
 def devices_by_state(db: Session) -> dict[LiveState, int]:
     """Every registered device by live state (enabled or not); for operators, no actor."""
-    counted = dict(db.execute(select(Device.state, func.count()).group_by(Device.state)).all())
+    now = utcnow()
+    counted = Counter(effective_state(device, now) for device in db.scalars(select(Device)))
     return {state: counted.get(state, 0) for state in LiveState}
 
 

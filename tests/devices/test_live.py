@@ -247,3 +247,30 @@ def test_managers_see_their_devices_dead_letters_and_admins_also_unknown_devices
     assert counts["bad_topic"] >= 1
     assert next(iter(counts)) == "bad_json"  # most frequent first
     assert live.dead_letter_counts(db, lab.admin) == counts
+
+
+def test_the_shown_state_knows_silence_and_devices_that_never_report_a_status(db):
+    """A device heard from recently but never sending a status is idle (running while a session is open);
+    one silent for longer than its heartbeat timeout is offline even before the ingest's sweep says so."""
+    from datetime import UTC, datetime
+
+    from devices.ingest import datetime_to_ns
+    from devices.live import effective_state
+    from devices.models import LiveState
+    from tests.factories import make_device
+
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    now_ns = datetime_to_ns(now)
+    device = make_device(db, usage_source="events", heartbeat_timeout_s=300)
+    assert effective_state(device, now) == LiveState.OFFLINE  # never heard of
+    device.last_seen_ns = now_ns - 10 * 10**9
+    assert effective_state(device, now) == LiveState.IDLE
+    device.usage_tail = {"ts": device.last_seen_ns, "open": {"start": device.last_seen_ns}}
+    assert effective_state(device, now) == LiveState.RUNNING
+    device.last_seen_ns = now_ns - 301 * 10**9
+    assert effective_state(device, now) == LiveState.OFFLINE  # silent past the timeout
+    # a reported state is kept while the device speaks, and an offline newer than its last message stays
+    device.last_seen_ns, device.state, device.state_ts_ns = now_ns - 5 * 10**9, LiveState.FAULT, now_ns - 60 * 10**9
+    assert effective_state(device, now) == LiveState.FAULT
+    device.state, device.state_ts_ns = LiveState.OFFLINE, now_ns - 2 * 10**9
+    assert effective_state(device, now) == LiveState.OFFLINE

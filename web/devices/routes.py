@@ -17,7 +17,8 @@ from booking.models import Facility, Resource
 from booking.permissions import can_manage_facility, managed_facility_ids
 from core.accounts.models import Role
 from core.errors import InvalidInput
-from devices import registry
+from core.timeutil import utcnow
+from devices import live, registry
 from devices.models import Device
 from devices.registry_edit import check_device_id
 from web.api.pagination import paginate
@@ -26,6 +27,7 @@ from web.authz import roles_required
 from web.database import get_db
 from web.devices.forms import USAGE_SOURCE_NAMES, DeviceActionForm, DeviceForm
 from web.forms import apply_field_errors, safe_next
+from web.live import texts
 from web.templating import localised
 
 bp = Blueprint("devices_manage", __name__, url_prefix="/manage")
@@ -80,7 +82,11 @@ def devices():
     page = max(request.args.get("page", 1, type=int), 1)
     listing = paginate(db, query, page, PER_PAGE)
     args = {"facility": facility.id} if facility is not None else {}
+    now = utcnow()
+    states = {d.id: live.effective_state(d, now) for d in listing["items"]}
     return render_template("devices/list.html", devices=listing["items"], total=listing["total"], page=page,
+                           live_states=states, state_labels=texts.STATE_LABELS, state_icons=texts.STATE_ICONS,
+                           state_tones=live.STATE_TONES, state_colours=live.STATE_COLOURS,
                            pages=max(math.ceil(listing["total"] / PER_PAGE), 1), args=args, facility=facility,
                            facilities=_managed_facilities(), source_names=USAGE_SOURCE_NAMES,
                            action_form=DeviceActionForm(formdata=None), here=request.full_path.rstrip("?"))
