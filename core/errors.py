@@ -62,7 +62,12 @@ KIND_NAMES: dict[str, str] = {
     "facility": N_("Facility"), "resource": N_("Resource"), "reservation": N_("Reservation"),
     "blackout": N_("Blackout"), "qualification": N_("Qualification"), "waitlist_entry": N_("Waitlist entry"),
     "sample_request": N_("Sample request"), "calendar_feed": N_("Calendar feed"), "photo": N_("Photo"),
-    "device": N_("Device"),
+    "device": N_("Device"), "usage_session": N_("Usage session"), "dead_letter": N_("Rejected message"),
+    "rate_card": N_("Rate card"), "billing_period": N_("Billing period"), "charge": N_("Charge"),
+    "charge_line": N_("Charge line"), "statement": N_("Statement"), "reconciliation_item": N_("Reconciliation item"),
+    "voucher_programme": N_("Voucher programme"), "voucher": N_("Voucher"),
+    "voucher_application": N_("Voucher application"), "voucher_claim": N_("Voucher claim"),
+    "voucher_claim_item": N_("Claim item"),
 }
 
 

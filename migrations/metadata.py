@@ -1,6 +1,8 @@
 """The complete schema: importing every package's models fills `Base.metadata`."""
 
 # Each import registers its tables on Base.metadata; nothing else is used from them.
+import billing.models
+import billing.voucher_models  # noqa: F401
 import booking.models  # noqa: F401
 import core.accounts.models
 import core.audit

@@ -385,6 +385,80 @@ def ingest(workers, batch_size, batch_wait, client_id, no_shared, metrics_port) 
     run_many(settings, config, workers, metrics_port)
 
 
+# --- billing ------------------------------------------------------------------------------------------------
+
+BILLING_PROGRESS_FROM = 2000  # items; fewer are priced in a moment
+
+
+@main.group(help="Billing periods: reconciliation, charges and statements.")
+def billing() -> None:
+    pass
+
+
+def _billing_actor(session: Session, email: str | None):
+    """The finance user a command acts for (--by), or None: the operator of the command line."""
+    from sqlalchemy import select
+
+    from core.accounts.models import User
+    from core.db import begin_write
+    from core.errors import NotFound
+
+    begin_write(session)  # SQLite: the write lock before the first statement, as the services need
+    if email is None:
+        return None
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise NotFound("user", email)
+    return user
+
+
+@billing.command("reconcile", help="Pair the month's reservations with measured use; exceptions go to the lab "
+                                   "managers. Running it again refreshes what changed.")
+@click.option("--month", required=True, metavar="YYYY-MM")
+@click.option("--by", "by_email", metavar="EMAIL", help="The finance user to record as the actor.")
+@handles_errors
+def billing_reconcile(month: str, by_email: str | None) -> None:
+    from billing.reconcile import reconcile_period
+
+    with _session(load_settings()) as session:
+        report = reconcile_period(session, _billing_actor(session, by_email), month)
+        session.commit()
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.by_kind.items())) or "nothing to reconcile"
+    click.echo(f"reconciled {month}: {kinds}; {report.open_exceptions} open exceptions")
+
+
+@billing.command("close-period", help="Reconcile a finished month and issue its charges and one statement per "
+                                      "organisation; refused while exceptions are open, and once closed.")
+@click.option("--month", required=True, metavar="YYYY-MM")
+@click.option("--by", "by_email", metavar="EMAIL", help="The finance user to record as the actor.")
+@handles_errors
+def billing_close_period(month: str, by_email: str | None) -> None:
+    from billing.charges import close_period
+    from core.money import format_cny
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if total < BILLING_PROGRESS_FROM:
+            return  # a few seconds at most: no bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="charges", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    with _session(load_settings()) as session:
+        try:
+            report = close_period(session, _billing_actor(session, by_email), month, progress=progress)
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+        session.commit()
+    numbers = f" ({report.statement_numbers[0]} … {report.statement_numbers[-1]})" if report.statement_numbers else ""
+    click.echo(f"closed {report.month}: {report.charges} charges, {report.waived} waived, "
+               f"{report.statements} statements{numbers}, total {format_cny(report.total, symbol=False)} CNY")
+
+
 # --- devices ------------------------------------------------------------------------------------------------
 
 @main.group(help="The device registry and the broker's credentials.")

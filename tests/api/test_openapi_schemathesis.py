@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import schemathesis
@@ -22,6 +23,8 @@ from schemathesis.checks import not_a_server_error
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from billing.voucher_models import Voucher
+from billing.vouchers import create_programme, sichuan_reference_programme
 from booking.models import (
     Blackout,
     BlackoutKind,
@@ -89,11 +92,18 @@ def _known_ids(db, user: User) -> dict[str, int]:
     db.add_all([blackout, sample, entry, qualification])
     spare_token = make_token(db, user, name="spare")[0]
     device = add_device(db, None, DeviceData("fuzz-device", resource.id, "status"))[0]
+    programme = create_programme(db, None, sichuan_reference_programme(now.year, budget=Decimal("1000000")))
+    db.flush()
+    # written directly: the grant service takes SQLite's write lock first, and this session has begun already
+    voucher = Voucher(programme_id=programme.id, holder_id=user.organisation_id, number="FUZZ-1",
+                      amount=Decimal("1000.00"), balance=Decimal("1000.00"), valid_from=now.date(),
+                      valid_until=now.date() + timedelta(days=90))
+    db.add(voucher)
     db.flush()
     return {"resource_id": resource.id, "reservation_id": upcoming, "token_id": spare_token.id,
             "blackout_id": blackout.id, "request_id": sample.id, "entry_id": entry.id,
             "qualification_id": qualification.id, "facility_id": resource.facility_id,
-            "user_id": make_user(db).id, "device_pk": device.id}
+            "user_id": make_user(db).id, "device_pk": device.id, "voucher_id": voucher.id}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -238,7 +238,7 @@ def test_zero_length_sessions_are_dropped():
     # a run that starts and finishes in the same instant: no use, and nothing left open afterwards
     for stream in ([event(100, "run_started", "r1"), event(100, "run_finished", "r1")],
                    [event(100, "run_finished", "r1"), event(100, "run_started", "r1")]):
-        assert derive(EVENTS, stream + [sample(150, IDLE_W)]) == []
+        assert derive(EVENTS, [*stream, sample(150, IDLE_W)]) == []
 
 
 def test_derive_does_not_depend_on_the_order_of_its_input():
