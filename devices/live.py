@@ -21,6 +21,7 @@ from booking.permissions import can_manage_facility, managed_facility_ids
 from core.accounts.models import Role, User
 from core.errors import Forbidden, NotFound
 from core.timeutil import as_utc, utcnow, zone
+from devices import registry
 from devices.ingest import CAUSE_RANK, NS, datetime_to_ns, ns_to_datetime
 from devices.models import DeadLetter, Device, DeviceEvent, LiveState, StateCause, StateObservation, UsageSession
 
@@ -96,12 +97,7 @@ def _check_facility(db: Session, actor: User, facility_id: int) -> Facility:
 def managed_device(db: Session, actor: User, device_pk: int) -> Device:
     """The device, if the actor may watch it (NotFound / Forbidden otherwise)."""
     _scope(db, actor)
-    device = db.get(Device, device_pk)
-    if device is None:
-        raise NotFound("device", device_pk)
-    if not can_manage_facility(db, actor, device.resource.facility_id):
-        raise Forbidden()
-    return device
+    return registry.managed_device(db, actor, device_pk)
 
 
 def watched_facilities(db: Session, actor: User) -> list[Facility]:

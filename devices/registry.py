@@ -87,7 +87,7 @@ def add_device(db: Session, actor: User | None, data: DeviceData) -> tuple[Devic
 
 
 def rotate_credential(db: Session, actor: User | None, device_pk: int) -> str:
-    device = _managed(db, actor, device_pk)
+    device = managed_device(db, actor, device_pk)
     secret = new_secret()
     device.credential_hash = mosquitto_hash(secret)
     audit.record(db, actor, "device.credential_rotated", device, device_id=device.device_id)
@@ -95,7 +95,7 @@ def rotate_credential(db: Session, actor: User | None, device_pk: int) -> str:
 
 
 def set_enabled(db: Session, actor: User | None, device_pk: int, enabled: bool) -> Device:
-    device = _managed(db, actor, device_pk)
+    device = managed_device(db, actor, device_pk)
     if device.enabled != enabled:
         device.enabled = enabled
         audit.record(db, actor, "device.enabled" if enabled else "device.disabled", device,
@@ -103,7 +103,8 @@ def set_enabled(db: Session, actor: User | None, device_pk: int, enabled: bool) 
     return device
 
 
-def _managed(db: Session, actor: User | None, device_pk: int) -> Device:
+def managed_device(db: Session, actor: User | None, device_pk: int) -> Device:
+    """The device, if `actor` manages its facility (None: the command line); NotFound / Forbidden otherwise."""
     device = db.get(Device, device_pk)
     if device is None:
         raise NotFound("device", device_pk)

@@ -8,7 +8,7 @@ from core import audit
 from core.accounts.models import User
 from core.errors import N_, InvalidInput
 from devices.models import Device
-from devices.registry import DEVICE_ID_RE, _managed, set_enabled
+from devices.registry import DEVICE_ID_RE, managed_device, set_enabled
 
 MAX_DESCRIPTION = 2000
 
@@ -24,7 +24,7 @@ def update_device(db: Session, actor: User | None, device_pk: int, *, descriptio
                   enabled: bool | None = None) -> Device:
     """Change the description and/or the enabled flag of a device of a facility the actor manages;
     None leaves a value as it is. Each change is in the audit log."""
-    device = _managed(db, actor, device_pk)
+    device = managed_device(db, actor, device_pk)
     if description is not None:
         text = description.strip()
         if len(text) > MAX_DESCRIPTION:

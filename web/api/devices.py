@@ -7,9 +7,9 @@ from flask.views import MethodView
 from sqlalchemy import select
 
 from booking.models import Resource
-from booking.permissions import can_manage_facility, managed_facility_ids
+from booking.permissions import managed_facility_ids
 from core.accounts.models import Role, User
-from core.errors import Forbidden, NotFound
+from core.errors import Forbidden
 from devices import registry
 from devices.models import Device
 from devices.registry_edit import check_device_id, update_device
@@ -36,13 +36,7 @@ def _manager() -> User:
 
 
 def _managed_device(device_pk: int) -> Device:
-    db, user = get_db(), _manager()
-    device = db.get(Device, device_pk)
-    if device is None:
-        raise NotFound("device", device_pk)
-    if not can_manage_facility(db, user, device.resource.facility_id):
-        raise Forbidden()
-    return device
+    return registry.managed_device(get_db(), _manager(), device_pk)
 
 
 def _credential(device: Device, secret: str) -> dict:
