@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from devices import usage
 from devices.models import (
@@ -187,7 +187,8 @@ def _lock_devices(db: Session, device_ids: Iterable[str]) -> dict[str, Device]:
     if not ids:
         return {}
     rows = db.scalars(
-        select(Device).where(Device.device_id.in_(ids)).order_by(Device.id).with_for_update(of=Device)
+        select(Device).options(lazyload(Device.resource))  # the batch never needs the resource: skip the join
+        .where(Device.device_id.in_(ids)).order_by(Device.id).with_for_update(of=Device)
     ).all()
     return {d.device_id: d for d in rows}
 
@@ -365,65 +366,99 @@ def config_of(device: Device) -> usage.Config:
     )
 
 
+# The tail keeps the machine's state after a base item and the last HISTORY items after it, so an item that
+# arrives a little late (two workers on one shared subscription split a device's messages between them)
+# is merged in memory instead of re-derived from the database.
+HISTORY = 32
+
+
 def _update_sessions(db: Session, device: Device, items: list[Item], forced: bool) -> None:
     config = config_of(device)
     items.sort(key=_sort_key)
-    tail = device.usage_tail
-    in_order = not forced and tail is not None and items[0].ts_ns > tail["ts"]
-    if in_order:
-        # in order: resume from the saved tail with just the new items
-        machine = _machine_from_tail(config, tail)
-        replace_from = tail["open"]["start"] if tail["open"] else tail["ts"] + 1
-        feed = items
+    tail = device.usage_tail if device.usage_tail and "items" in device.usage_tail else None
+    if not forced and (tail is not None or _nothing_stored_before(device)):
+        base_key = tuple(tail["base_key"]) if tail is not None and tail["base_key"] is not None else None
+        if base_key is None or _sort_key(items[0]) > base_key:
+            _merge_in_memory(db, device, config, tail, items)
+            return
+    # late beyond the window (or a heartbeat timeout undone): re-derive from a restart point in the database
+    restart = _restart_point(db, device, config, items[0].ts_ns)
+    if restart is None:
+        machine, replace_from = usage.Machine(config), None
+        feed = load_items(db, device)
     else:
-        # a late item: re-derive from the newest restart point before it
-        restart = _restart_point(db, device, config, items[0].ts_ns)
-        if restart is None:
-            machine, replace_from = usage.Machine(config), None
-            feed = load_items(db, device)
-        else:
-            point, open_row = restart
-            machine = usage.Machine.resumed(config, point, _session_of(open_row) if open_row else None)
-            replace_from = open_row.start_ns if open_row is not None else point.ts_ns + 1
-            feed = [i for i in load_items(db, device, since_ns=point.ts_ns) if _sort_key(i) > _sort_key(point)]
-    resumed = [usage.Session(*s.key()) for s in machine.sessions]
+        point, open_row = restart
+        machine = usage.Machine.resumed(config, point, _session_of(open_row) if open_row else None)
+        replace_from = open_row.start_ns if open_row is not None else point.ts_ns + 1
+        feed = [i for i in load_items(db, device, since_ns=point.ts_ns) if _sort_key(i) > _sort_key(point)]
     for item in feed:
         machine.feed(item)
     if feed:
-        device.usage_tail = _tail_of(machine, feed[-1])
-    derived = machine.finish()
-    # In order, the stored sessions after `replace_from` are exactly the resumed open one (if any), so equal
-    # lists mean nothing to write. After a restart the stored rows may differ from the resumed copies (a
-    # late message undid a truncation, or removed a session), so the rows are always compared.
-    if in_order and len(derived) == len(resumed) and all(
-            a.same_as(b) for a, b in zip(derived, resumed, strict=True)):
+        device.usage_tail = _tail(machine, _sort_key(feed[-1]), [])
+    _replace_sessions(db, device, machine.finish(), replace_from)
+
+
+def _nothing_stored_before(device: Device) -> bool:
+    # no tail yet: every item ever stored for the device went through here and set one, so none was
+    return device.usage_tail is None
+
+
+def _merge_in_memory(db: Session, device: Device, config: usage.Config, tail: dict | None,
+                     new: list[Item]) -> None:
+    base = tail["base"] if tail is not None else None
+    history = [_item_of(raw) for raw in tail["items"]] if tail is not None else []
+    merged = sorted(history + new, key=_sort_key)
+    before = _machine_at(config, base, history).finish()
+    machine = _machine_at(config, base, merged)
+    after = machine.finish()
+    # compact: fold the oldest items into the base so the window stays HISTORY items long
+    fold = max(0, len(merged) - HISTORY)
+    if fold:
+        base_machine = _machine_at(config, base, merged[:fold])
+        base, base_key, merged = _state_of(base_machine), list(_sort_key(merged[fold - 1])), merged[fold:]
+    else:
+        base_key = tail["base_key"] if tail is not None else None
+    device.usage_tail = {"base": base, "base_key": base_key, "items": [_raw(i) for i in merged],
+                         "ts": merged[-1].ts_ns if merged else (tail or {}).get("ts"),
+                         "open": machine.open is not None}
+    if len(before) == len(after) and all(x.same_as(y) for x, y in zip(before, after, strict=True)):
         return  # nothing changed: still idle, or the open session simply goes on
-    _replace_sessions(db, device, derived, replace_from)
+    starts = [s.start_ns for s in before + after]
+    _replace_sessions(db, device, after, min(starts))
+
+
+def _machine_at(config: usage.Config, base: dict | None, items: list[Item]) -> usage.Machine:
+    machine = usage.Machine(config)
+    if base is not None:
+        machine.last_activity_ns, machine.pending_ns = base["last_activity"], base["pending"]
+        if base["open"] is not None:
+            machine.open = usage.Session(*base["open"])
+            machine.sessions.append(machine.open)
+    for item in items:
+        machine.feed(item)
+    return machine
+
+
+def _state_of(machine: usage.Machine) -> dict:
+    return {"last_activity": machine.last_activity_ns, "pending": machine.pending_ns,
+            "open": list(machine.open.key()) if machine.open is not None else None}
+
+
+def _tail(machine: usage.Machine, base_key: tuple, items: list[Item]) -> dict:
+    return {"base": _state_of(machine), "base_key": list(base_key), "items": [_raw(i) for i in items],
+            "ts": base_key[0], "open": machine.open is not None}
+
+
+def _raw(item: Item) -> list:
+    return [item.ts_ns, int(item.kind), item.key, item.power_w, item.run_id, item.operator, item.samples]
+
+
+def _item_of(raw: list) -> Item:
+    ts, kind, key, power, run_id, operator, samples = raw
+    return Item(ts, Kind(kind), key, power, run_id, operator, samples)
 
 
 _sort_key = usage.sort_key
-
-
-def _tail_of(machine: usage.Machine, last: Item) -> dict:
-    open_ = machine.open
-    return {
-        "ts": last.ts_ns,
-        "last_activity": machine.last_activity_ns,
-        "pending": machine.pending_ns,
-        "open": None if open_ is None else {"start": open_.start_ns, "run_id": open_.run_id,
-                                             "operator": open_.operator, "samples": open_.samples,
-                                             "decided": open_.start_decided_ns},
-    }
-
-
-def _machine_from_tail(config: usage.Config, tail: dict) -> usage.Machine:
-    machine = usage.Machine(config, last_activity_ns=tail["last_activity"], pending_ns=tail["pending"])
-    if tail["open"]:
-        o = tail["open"]
-        machine.open = usage.Session(o["start"], None, False, o["run_id"], o["operator"], o["samples"],
-                                     o["decided"])
-        machine.sessions.append(machine.open)
-    return machine
 
 
 def _session_of(row: UsageSession) -> usage.Session:

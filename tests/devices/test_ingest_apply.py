@@ -403,7 +403,7 @@ def test_power_sessions_in_order_and_reversed_agree_with_the_machine(db):
     assert [((s.start_ns - T0) / S, (s.end_ns - T0) / S, s.truncated, "") for s in machine] == expected
     db.refresh(in_order)
     assert in_order.usage_tail["ts"] == at(1520)
-    assert in_order.usage_tail["open"] is None
+    assert in_order.usage_tail["open"] is False
 
 
 def test_late_reading_below_the_threshold_inside_a_rising_edge_moves_the_start(db):

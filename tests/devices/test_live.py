@@ -265,7 +265,7 @@ def test_the_shown_state_knows_silence_and_devices_that_never_report_a_status(db
     assert effective_state(device, now) == LiveState.OFFLINE  # never heard of
     device.last_seen_ns = now_ns - 10 * 10**9
     assert effective_state(device, now) == LiveState.IDLE
-    device.usage_tail = {"ts": device.last_seen_ns, "open": {"start": device.last_seen_ns}}
+    device.usage_tail = {"ts": device.last_seen_ns, "open": True}
     assert effective_state(device, now) == LiveState.RUNNING
     device.last_seen_ns = now_ns - 301 * 10**9
     assert effective_state(device, now) == LiveState.OFFLINE  # silent past the timeout
