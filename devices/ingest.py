@@ -366,17 +366,19 @@ def config_of(device: Device) -> usage.Config:
     )
 
 
-# The tail keeps the machine's state after a base item and the last HISTORY items after it, so an item that
-# arrives a little late (two workers on one shared subscription split a device's messages between them)
-# is merged in memory instead of re-derived from the database.
+# The tail keeps the machine's state after its newest item ("cur"), and the state after an older base item
+# with the items since, so an item that arrives a little late (two workers on one shared subscription split a
+# device's messages between them) is merged in memory instead of re-derived from the database. The window
+# holds HISTORY to 2 × HISTORY items: folding happens once every HISTORY items, so replaying is amortised.
 HISTORY = 32
 
 
 def _update_sessions(db: Session, device: Device, items: list[Item], forced: bool) -> None:
     config = config_of(device)
     items.sort(key=_sort_key)
-    tail = device.usage_tail if device.usage_tail and "items" in device.usage_tail else None
-    if not forced and (tail is not None or _nothing_stored_before(device)):
+    tail = device.usage_tail if device.usage_tail and "cur" in device.usage_tail else None
+    if not forced and (tail is not None or device.usage_tail is None):
+        # (no tail at all: every item ever stored for the device came through here and set one, so none was)
         base_key = tuple(tail["base_key"]) if tail is not None and tail["base_key"] is not None else None
         if base_key is None or _sort_key(items[0]) > base_key:
             _merge_in_memory(db, device, config, tail, items)
@@ -394,37 +396,36 @@ def _update_sessions(db: Session, device: Device, items: list[Item], forced: boo
     for item in feed:
         machine.feed(item)
     if feed:
-        device.usage_tail = _tail(machine, _sort_key(feed[-1]), [])
+        state = _state_of(machine)
+        device.usage_tail = {"base": state, "base_key": list(_sort_key(feed[-1])), "items": [], "cur": state,
+                             "ts": feed[-1].ts_ns, "open": machine.open is not None}
     _replace_sessions(db, device, machine.finish(), replace_from)
-
-
-def _nothing_stored_before(device: Device) -> bool:
-    # no tail yet: every item ever stored for the device went through here and set one, so none was
-    return device.usage_tail is None
 
 
 def _merge_in_memory(db: Session, device: Device, config: usage.Config, tail: dict | None,
                      new: list[Item]) -> None:
     base = tail["base"] if tail is not None else None
+    base_key = tail["base_key"] if tail is not None else None
     history = [_item_of(raw) for raw in tail["items"]] if tail is not None else []
-    merged = sorted(history + new, key=_sort_key)
-    before = _machine_at(config, base, history).finish()
-    machine = _machine_at(config, base, merged)
-    after = machine.finish()
-    # compact: fold the oldest items into the base so the window stays HISTORY items long
-    fold = max(0, len(merged) - HISTORY)
-    if fold:
-        base_machine = _machine_at(config, base, merged[:fold])
-        base, base_key, merged = _state_of(base_machine), list(_sort_key(merged[fold - 1])), merged[fold:]
+    if not history or _sort_key(new[0]) > _sort_key(history[-1]):
+        # in order: carry on from the current state with just the new items
+        before = _machine_at(config, tail["cur"] if tail is not None else None, []).finish()
+        machine = _machine_at(config, tail["cur"] if tail is not None else None, new)
+        merged = history + new
     else:
-        base_key = tail["base_key"] if tail is not None else None
+        before = _machine_at(config, base, history).finish()
+        merged = sorted(history + new, key=_sort_key)
+        machine = _machine_at(config, base, merged)
+    after = machine.finish()
+    if len(merged) > 2 * HISTORY:
+        fold = len(merged) - HISTORY
+        base = _state_of(_machine_at(config, base, merged[:fold]))
+        base_key, merged = list(_sort_key(merged[fold - 1])), merged[fold:]
     device.usage_tail = {"base": base, "base_key": base_key, "items": [_raw(i) for i in merged],
-                         "ts": merged[-1].ts_ns if merged else (tail or {}).get("ts"),
-                         "open": machine.open is not None}
+                         "cur": _state_of(machine), "ts": merged[-1].ts_ns, "open": machine.open is not None}
     if len(before) == len(after) and all(x.same_as(y) for x, y in zip(before, after, strict=True)):
         return  # nothing changed: still idle, or the open session simply goes on
-    starts = [s.start_ns for s in before + after]
-    _replace_sessions(db, device, after, min(starts))
+    _replace_sessions(db, device, after, min(s.start_ns for s in before + after))
 
 
 def _machine_at(config: usage.Config, base: dict | None, items: list[Item]) -> usage.Machine:
@@ -442,11 +443,6 @@ def _machine_at(config: usage.Config, base: dict | None, items: list[Item]) -> u
 def _state_of(machine: usage.Machine) -> dict:
     return {"last_activity": machine.last_activity_ns, "pending": machine.pending_ns,
             "open": list(machine.open.key()) if machine.open is not None else None}
-
-
-def _tail(machine: usage.Machine, base_key: tuple, items: list[Item]) -> dict:
-    return {"base": _state_of(machine), "base_key": list(base_key), "items": [_raw(i) for i in items],
-            "ts": base_key[0], "open": machine.open is not None}
 
 
 def _raw(item: Item) -> list:

@@ -149,3 +149,14 @@ def test_in_order_delivery_one_message_at_a_time_matches_the_whole_stream(db):
         apply_batch(db, [message], now_ns=ts)
     assert _stored(db, device) == _expected(device, messages)
     assert len(_stored(db, device)) > 3
+
+
+@_settings
+@given(stream=streams("power"), seed=st.integers(0, 2**32), source=st.sampled_from(["power", "status", "events"]))
+def test_a_short_in_memory_window_folds_without_changing_the_sessions(db, monkeypatch, stream, seed, source):
+    """The usage tail keeps a window of recent items and folds older ones into its base state; with a window of
+    two items, folding and late items beyond the window (re-derived from the database) happen all the time."""
+    import devices.ingest
+
+    monkeypatch.setattr(devices.ingest, "HISTORY", 2)
+    _check(db, source, stream, seed)
