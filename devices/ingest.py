@@ -370,7 +370,8 @@ def config_of(device: Device) -> usage.Config:
 # with the items since, so an item that arrives a little late (two workers on one shared subscription split a
 # device's messages between them) is merged in memory instead of re-derived from the database. The window
 # holds HISTORY to 2 × HISTORY items: folding happens once every HISTORY items, so replaying is amortised.
-HISTORY = 32
+# Eight is plenty for two or three workers (a late item is one or two items late) and keeps the row small.
+HISTORY = 8
 
 
 def _update_sessions(db: Session, device: Device, items: list[Item], forced: bool) -> None:
