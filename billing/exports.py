@@ -580,7 +580,7 @@ def claim_pdf(doc: ClaimDoc) -> bytes:
                           p(_when(line.customer_confirmed_at, doc) or t["none"])])
         items.append([p(t["total"]), "", "", "", "", p(money_text(doc.eligible_total), "right"),
                       p(money_text(doc.lines_total), "right"), "", "", "", ""])
-        shares = [0.04, 0.08, 0.13, 0.13, 0.15, 0.08, 0.08, 0.08, 0.09, 0.07, 0.07]
+        shares = [0.03, 0.075, 0.12, 0.11, 0.145, 0.075, 0.075, 0.1, 0.1, 0.085, 0.085]
         flow = [p(f"{t['claim']} #{doc.id} · {doc.claimant}", "title"), _key_values(header, styles, width),
                 Spacer(1, 8), _grid_table(items, [width * s for s in shares], total_row=True),
                 p(t["evidence"], "h2")]

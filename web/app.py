@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     from web.booking.manage_routes import bp as booking_manage_bp
     from web.booking.routes import bp as booking_bp
     from web.devices.routes import bp as devices_manage_bp
+    from web.finance.routes import bp as finance_bp
     from web.home.routes import bp as home_bp
     from web.live.routes import bp as live_bp
     from web.manage.routes import bp as manage_bp
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     templating.init_app(app)
     for blueprint in (auth_bp, home_bp, account_bp, admin_bp, manage_bp, booking_bp, booking_manage_bp, health.bp,
-                      calendar.bp, photos.bp, devices_manage_bp, live_bp, metrics_bp):
+                      calendar.bp, photos.bp, devices_manage_bp, live_bp, metrics_bp, finance_bp):
         app.register_blueprint(blueprint)
     init_api(app)
     _security_headers(app)

@@ -30,6 +30,9 @@ NAVIGATION = [
     ("manage.facilities", _l("My facilities"), "building-gear", {Role.LAB_MANAGER, Role.ADMIN}),
     ("devices_manage.devices", _l("Devices"), "cpu", {Role.LAB_MANAGER, Role.ADMIN}),
     ("live.board", _l("Live board"), "broadcast", {Role.LAB_MANAGER, Role.ADMIN}),
+    ("finance.reconciliation_index", _l("Reconciliation"), "clipboard-data", {Role.LAB_MANAGER}),
+    ("finance.index", _l("Finance"), "cash-coin", {Role.FINANCE}),  # admins: in the administration menu
+    ("finance.my_charges", _l("My charges"), "wallet2", {Role.RESEARCHER}),
     # the platform admin's pages share one menu, so the bar fits 1280 px in both languages
     (ADMIN_MENU, _l("Administration"), "shield-lock", {Role.ADMIN}),
 ]
@@ -37,6 +40,7 @@ ADMIN_PAGES = [
     ("admin.organisations", _l("Organisations"), "buildings"),
     ("admin.facilities", _l("Facilities"), "building-add"),
     ("admin.users", _l("Users"), "people"),
+    ("finance.index", _l("Finance"), "cash-coin"),
 ]
 
 

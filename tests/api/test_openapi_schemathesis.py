@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -23,7 +23,20 @@ from schemathesis.checks import not_a_server_error
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from billing.voucher_models import Voucher
+from billing.models import (
+    BillingPeriod,
+    BillingUnit,
+    Charge,
+    ChargeLine,
+    ChargeLineKind,
+    CustomerClass,
+    ItemStatus,
+    RateCard,
+    ReconciliationItem,
+    ReconciliationKind,
+    Statement,
+)
+from billing.voucher_models import Voucher, VoucherClaim
 from billing.vouchers import create_programme, sichuan_reference_programme
 from booking.models import (
     Blackout,
@@ -62,7 +75,7 @@ class Target:
     app: Flask
     engine: Engine
     user_id: int
-    known_ids: dict[str, int]
+    known_ids: dict[str, int | str]
     tokens_made: int = 0
     statuses: Counter = field(default_factory=Counter)
 
@@ -76,7 +89,7 @@ class Target:
         return secret
 
 
-def _known_ids(db, user: User) -> dict[str, int]:
+def _known_ids(db, user: User) -> dict[str, int | str]:
     """Rows of every kind a path names, so that generated requests also reach the code behind the 404s."""
     now = utcnow()
     resource = db.scalar(select(Resource).order_by(Resource.id).limit(1))
@@ -99,11 +112,33 @@ def _known_ids(db, user: User) -> dict[str, int]:
                       amount=Decimal("1000.00"), balance=Decimal("1000.00"), valid_from=now.date(),
                       valid_until=now.date() + timedelta(days=90))
     db.add(voucher)
+    # billing rows for the billing API's paths (written directly, as the voucher above)
+    card = RateCard(resource_id=resource.id, valid_from=date(2099, 1, 1), unit=BillingUnit.HOUR,
+                    price_internal=Decimal("1.00"), price_academic=Decimal("2.00"), price_enterprise=Decimal("3.00"))
+    period = BillingPeriod(month=date(2025, 1, 1))
+    db.add_all([card, period])
+    db.flush()
+    item = ReconciliationItem(period_id=period.id, resource_id=resource.id, kind=ReconciliationKind.USED,
+                              reservation_id=upcoming, service_date=date(2025, 1, 15), status=ItemStatus.OPEN)
+    statement = Statement(period_id=period.id, organisation_id=user.organisation_id, number="ST-2025-01-9999",
+                          total=Decimal("10.00"))
+    db.add_all([item, statement])
+    db.flush()
+    charge = Charge(period_id=period.id, organisation_id=user.organisation_id, resource_id=resource.id,
+                    facility_id=resource.facility_id, service_date=date(2025, 1, 15),
+                    customer_class=CustomerClass.ACADEMIC, total=Decimal("10.00"), statement_id=statement.id,
+                    lines=[ChargeLine(kind=ChargeLineKind.USAGE, description="fuzz", quantity=Decimal(1),
+                                      unit="hour", unit_price=Decimal("10.00"), amount=Decimal("10.00"))])
+    claim = VoucherClaim(programme_id=programme.id, period_id=period.id, claimant_id=user.organisation_id,
+                         mode=programme.redemption_mode)
+    db.add_all([charge, claim])
     db.flush()
     return {"resource_id": resource.id, "reservation_id": upcoming, "token_id": spare_token.id,
             "blackout_id": blackout.id, "request_id": sample.id, "entry_id": entry.id,
             "qualification_id": qualification.id, "facility_id": resource.facility_id,
-            "user_id": make_user(db).id, "device_pk": device.id, "voucher_id": voucher.id}
+            "user_id": make_user(db).id, "device_pk": device.id, "voucher_id": voucher.id,
+            "rate_card_id": card.id, "month": "2025-01", "item_id": item.id, "charge_id": charge.id,
+            "statement_id": statement.id, "claim_id": claim.id}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -64,12 +64,16 @@ def test_overlapping_validity_is_refused(db, manager, resource, valid_from, vali
     assert row_counts(db, RateCard, AuditEntry) == before
 
 
-def test_the_database_refuses_overlaps_on_postgresql(db, backend, resource):
-    if backend != "postgresql":
-        pytest.skip("SQLite relies on the write lock and the service's check")
+def test_the_database_refuses_overlaps_on_postgresql(db, backend, manager, resource):
+    """PostgreSQL refuses an overlap even from code that skips the service (an exclusion constraint); SQLite has
+    no such constraint, so there the service's check, made under the write lock, is the guard."""
     make_rate_card(db, resource, valid_from=date(2026, 1, 1), valid_to=None)
-    with pytest.raises(sqlalchemy.exc.IntegrityError, match="rate_card_no_overlap"), db.begin_nested():
-        make_rate_card(db, resource, valid_from=date(2027, 1, 1))
+    if backend == "postgresql":
+        with pytest.raises(sqlalchemy.exc.IntegrityError, match="rate_card_no_overlap"), db.begin_nested():
+            make_rate_card(db, resource, valid_from=date(2027, 1, 1))
+    else:
+        with pytest.raises(RateCardOverlap):
+            create_rate_card(db, manager, resource.id, card_data(valid_from=date(2027, 1, 1)))
 
 
 def test_a_successor_card_after_ending_the_current_one_and_selection_by_service_date(db, finance, resource):

@@ -24,7 +24,15 @@ class LabShareApi(Api):
 
 
 def init_api(app: Flask) -> Api:
-    from web.api import accounts, auth, booking, devices, telemetry, vouchers  # noqa: F401 -- they add their routes and hooks to blp
+    from web.api import (  # noqa: F401 -- they add their routes and hooks to blp
+        accounts,
+        auth,
+        billing,
+        booking,
+        devices,
+        telemetry,
+        vouchers,
+    )
     from web.app import csrf
 
     api = LabShareApi(app, spec_kwargs={"info": {"description": (
