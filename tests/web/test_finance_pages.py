@@ -415,6 +415,23 @@ def test_a_claim_is_drafted_evidenced_submitted_approved_and_paid_on_the_pages(c
     db.expire_all()
     assert db.get(VoucherClaim, claim.id).state == "submitted"
     assert 'data-testid="claim-evidence"' not in text_of(client.get(f"/finance/claims/{claim.id}"))
+    # the digests are re-verified against the time-series store; a point written afterwards is reported.
+    # The store reads through this test's connection, so it sees the point the test writes without a commit.
+    from telemetry.tsdb import SqlStore
+
+    client.application.extensions["labshare.tsdb"] = SqlStore(db.connection())
+    verified = client.post(f"/finance/claims/{claim.id}/verify", data={"csrf_token": auth.csrf_token("/")},
+                           follow_redirects=True)
+    assert 'data-testid="claim-verify"' in text_of(verified)
+    assert "alert-success" in text_of(verified)
+    from telemetry.models import TelemetryPoint
+    session = cw.session
+    db.add(TelemetryPoint(device_id=cw.device.device_id, field="power_w", ts_ns=session.start_ns + 1, value=999.0))
+    db.flush()
+    tampered = text_of(client.post(f"/finance/claims/{claim.id}/verify", data={"csrf_token": auth.csrf_token("/")},
+                                   follow_redirects=True))
+    assert "alert-danger" in tampered, tampered[tampered.find("alert"):tampered.find("alert") + 600]
+    assert f"#{session.id} (0 → 1)" in tampered
     pdf = client.get(f"/finance/claims/{claim.id}/download.pdf")
     assert pdf.data.startswith(b"%PDF")
 

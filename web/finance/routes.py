@@ -609,6 +609,34 @@ def record_evidence(claim_id: int):
                        _("The telemetry digests are recorded."))
 
 
+@bp.post("/finance/claims/<int:claim_id>/verify")
+@roles_required(*FINANCE)
+def verify_evidence(claim_id: int):
+    """Read the telemetry again and compare it with the digests recorded in the claim."""
+    from billing.evidence import flatten
+    from telemetry.tsdb import StoreError
+    from web.live.routes import time_series_store
+
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    claim_ = _visible_claim(claim_id)
+    target = url_for(".claim", claim_id=claim_id)
+    try:
+        store = time_series_store()
+        points = {session_id: flatten((p.ts_ns, p.fields) for p in store.query(w.device_id, w.start_ns, w.end_ns))
+                  for session_id, w in claim_service.evidence_windows(claim_).items()}
+    except (StoreError, ValueError) as exc:
+        flash(_("The time-series store cannot be read now: %(error)s", error=str(exc)), "danger")
+        return redirect(target)
+    mismatches = claim_service.verify_claim_evidence(get_db(), claim_, points)
+    if not mismatches:
+        flash(_("The telemetry still matches every recorded digest."), "success")
+    else:
+        flash(_("The telemetry no longer matches the recorded digests: %(sessions)s.", sessions=", ".join(
+            f"#{m.usage_session_id} ({m.recorded_count} → {m.actual_count})" for m in mismatches)), "danger")
+    return redirect(target)
+
+
 @bp.get("/finance/claims/<int:claim_id>/download.<fmt>")
 @roles_required(*FINANCE)
 def claim_download(claim_id: int, fmt: str):
