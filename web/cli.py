@@ -149,15 +149,20 @@ def seed_demo_command() -> None:
 
 
 def _seed(settings: Settings):
-    from web.demo.seed import item_count, load_data, seed_demo, seed_demo_bookings
+    from core.db import begin_write
+    from web.demo.seed import item_count, load_data, seed_demo, seed_demo_billing, seed_demo_bookings
 
     data = load_data()
     with _session(settings) as session, click.progressbar(length=item_count(data), label="demo data",
                                                           file=sys.stderr) as bar:
+        begin_write(session)  # granting vouchers locks rows; on SQLite that is the write lock, taken first
         report = seed_demo(session, data, progress=bar.update)
         bookings = seed_demo_bookings(session)
         if bookings:
             report.created["reservations"] = bookings
+        for kind, count in seed_demo_billing(session).items():
+            if count:
+                report.created[kind] = count
         session.commit()
     return report
 

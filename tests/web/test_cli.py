@@ -138,6 +138,12 @@ def test_upgrade_then_seed_creates_the_demo_data(cli_db):
     assert counts["user_account"] == len(data["users"])
     assert counts["facility_manager"] == sum(len(user["facilities"]) for user in data["users"])
     assert counts["affiliation"] == sum(len(org["affiliations"]) for org in data["organisations"])
+    assert counts["device"] == len(data["devices"])
+    # every resource has a price, and the year's voucher programme has granted the eligible tech SMEs a voucher
+    assert counts["rate_card"] == len(data["resources"])
+    assert counts["voucher_programme"] == 1
+    assert counts["voucher"] == sum(1 for org in data["organisations"] if org.get("tech_sme")
+                                    and org["kind"] == "enterprise")
     with cli_db.session() as session:
         admin = session.scalar(select(User).where(User.email == "admin@labshare.demo"))
         assert verify_password(admin.password_hash, "labshare-demo")

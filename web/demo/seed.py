@@ -9,9 +9,11 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal
 from importlib.resources import files
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +24,7 @@ from booking.models import Facility, OperationMode, Resource, ResourceKind
 from booking.permissions import grant_facility_manager
 from core.accounts import services
 from core.accounts.models import Organisation, Role, User
+from core.timeutil import DEFAULT_TIMEZONE
 from devices.models import Device
 from devices.registry import DeviceData, add_device
 
@@ -142,7 +145,6 @@ def seed_demo_bookings(db: Session, *, now=None, days_back: int = 14, days_ahead
     reservation, so it is idempotent; returns how many it made."""
     import random
     from datetime import datetime, time, timedelta
-    from zoneinfo import ZoneInfo
 
     from sqlalchemy import func
 
@@ -194,3 +196,50 @@ def seed_demo_bookings(db: Session, *, now=None, days_back: int = 14, days_ahead
                 cursor += length + step * rng.randint(0, 2)
     db.flush()
     return made
+
+
+def seed_demo_billing(db: Session, *, today: date | None = None) -> dict[str, int]:
+    """Rate cards for every resource without one, the Sichuan reference voucher programme of the year, and a
+    voucher for each eligible enterprise of the demo (idempotent). On SQLite the caller holds the write lock
+    (`core.db.begin_write`), which granting vouchers needs."""
+    from billing.models import BillingUnit, ChargeBasis, RateCard
+    from billing.voucher_models import Voucher, VoucherProgramme
+    from billing.vouchers import create_sichuan_reference_programme, grant_voucher, holder_refusal
+
+    today = today or datetime.now(ZoneInfo(DEFAULT_TIMEZONE)).date()
+    created = {"rate cards": 0, "voucher programmes": 0, "vouchers": 0}
+    priced = set(db.scalars(select(RateCard.resource_id)))
+    metered = set(db.scalars(select(Device.resource_id)))
+    for resource in db.scalars(select(Resource).order_by(Resource.id)):
+        if resource.id in priced:
+            continue
+        db.add(_demo_rate_card(resource, metered=resource.id in metered, valid_from=date(today.year, 1, 1),
+                               units=BillingUnit, bases=ChargeBasis, model=RateCard))
+        created["rate cards"] += 1
+    programme = db.scalar(select(VoucherProgramme).where(VoucherProgramme.code == f"SC-{today.year}"))
+    if programme is None:
+        programme = create_sichuan_reference_programme(db, None, today.year, budget=Decimal("5000000.00"))
+        created["voucher programmes"] += 1
+    holders = set(db.scalars(select(Voucher.holder_id).where(Voucher.programme_id == programme.id)))
+    for org in db.scalars(select(Organisation).order_by(Organisation.id)):
+        if org.id not in holders and holder_refusal(programme, org) is None:
+            grant_voucher(db, None, programme.id, org.id, on=today)
+            created["vouchers"] += 1
+    db.flush()
+    return created
+
+
+def _demo_rate_card(resource: Resource, *, metered: bool, valid_from: date, units, bases, model):
+    """Believable prices from the original value: instruments by the quarter hour at about 1/4000 of their value
+    per hour, pilot lines by the day at about 1/1500; academic 80 %, internal 50 %."""
+    pilot = resource.kind == ResourceKind.PILOT_LINE
+    per_unit = resource.original_value / (Decimal(1500) if pilot else Decimal(4000))
+    enterprise = max(Decimal(50), (per_unit / 10).quantize(Decimal(1)) * 10)
+    technician = Decimal("120.00") if resource.operation_mode == OperationMode.TECHNICIAN else Decimal("0.00")
+    return model(
+        resource_id=resource.id, valid_from=valid_from, unit=units.DAY if pilot else units.QUARTER_HOUR,
+        price_enterprise=enterprise, price_academic=(enterprise * Decimal("0.8")).quantize(Decimal("0.01")),
+        price_internal=(enterprise * Decimal("0.5")).quantize(Decimal("0.01")), minimum_charge=Decimal("0.00"),
+        setup_fee=Decimal("0.00"), technician_fee_per_hour=technician, no_show_fraction=Decimal("0.5"),
+        late_cancellation_fraction=Decimal("0.3"), basis=bases.LARGER if metered else bases.BOOKED,
+        note="demo tariff")
