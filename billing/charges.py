@@ -18,7 +18,14 @@ from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from billing import pricing
-from billing.errors import AlreadyCredited, MissingRateCard, NotCreditable, PeriodNotOver, UnresolvedExceptions
+from billing.errors import (
+    AlreadyCredited,
+    MissingRateCard,
+    NotCreditable,
+    PeriodNotOver,
+    SubsidisedCharge,
+    UnresolvedExceptions,
+)
 from billing.models import (
     BillingPeriod,
     Charge,
@@ -44,6 +51,7 @@ from billing.reconcile import (
     reconcile,
     resource_infos,
 )
+from billing.voucher_models import VoucherApplication
 from booking.models import Reservation, ReservationKind
 from core import audit
 from core.accounts.models import Affiliation, Organisation, User
@@ -286,6 +294,11 @@ def issue_credit_note(db: Session, actor: User | None, charge_id: int, reason: s
     existing = db.scalar(select(Charge.id).where(Charge.credit_of_id == charge.id))
     if existing is not None:
         raise AlreadyCredited(charge=charge.id, details={"credit_note_id": existing})
+    # Reversing a subsidised charge would need the subsidy given back to the voucher, the annual cap and the
+    # budget, and taken out of any claim; until that exists, refuse rather than leave a refunded charge subsidised.
+    subsidies = db.scalars(select(VoucherApplication.id).where(VoucherApplication.charge_id == charge.id)).all()
+    if subsidies:
+        raise SubsidisedCharge(charge=charge.id, details={"voucher_application_ids": list(subsidies)})
     now = now or utcnow()
     with db.begin_nested():
         period = open_period(db, current_month(now), lock=True)

@@ -43,6 +43,12 @@ class AlreadyCredited(Conflict):
     message = N_("Charge %(charge)s has already been reversed by a credit note.")
 
 
+class SubsidisedCharge(Conflict):
+    code = "subsidised_charge"
+    message = N_("Charge %(charge)s is partly paid by an innovation voucher; a credit note would leave the subsidy "
+                 "behind, so it cannot be reversed here. Settle it with the voucher programme first.")
+
+
 class NotCreditable(Conflict):
     code = "not_creditable"
     message = N_("Only charges can be reversed, not credit notes.")

@@ -529,3 +529,23 @@ def test_a_preview_says_what_applying_would_cover_and_writes_nothing(db, setup):
 
     assert (covered.amount, covered.limited_by) == (D("49.99"), "ratio")
     assert row_counts(db, *VOUCHER_TABLES) == before
+
+
+def test_a_subsidised_charge_cannot_be_reversed_by_a_credit_note(db, setup):
+    """A credit note would refund the charge but leave the voucher's subsidy spent (and claimable): refused, with
+    nothing written, until subsidies can be given back."""
+    from billing.charges import issue_credit_note
+    from billing.errors import SubsidisedCharge
+    from billing.models import Charge
+
+    _, holder, voucher, user, resource = setup
+    charge = make_charge(db, holder, resource)
+    vouchers.apply_voucher(db, user, voucher.id, charge.lines[0].id, on=TODAY)
+    finance = make_user(db, roles=(Role.FINANCE,))
+    before = row_counts(db, Charge, *VOUCHER_TABLES)
+
+    with pytest.raises(SubsidisedCharge) as caught:
+        issue_credit_note(db, finance, charge.id, "customer complaint")
+
+    assert caught.value.code == "subsidised_charge"
+    assert row_counts(db, Charge, *VOUCHER_TABLES) == before
