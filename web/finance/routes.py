@@ -587,23 +587,30 @@ def confirm_item(item_id: int):
                        _("Your side of the service confirmation is recorded."))
 
 
-@bp.post("/finance/claims/<int:claim_id>/evidence")
-@roles_required(*FINANCE)
-def record_evidence(claim_id: int):
-    """Digest the telemetry of every measured session of the draft, read from the time-series store."""
+def _claim_points(claim_: VoucherClaim) -> dict | None:
+    """The telemetry points of every measured session of the claim, from the time-series store; None (with a
+    message flashed) when the store cannot be read."""
     from billing.evidence import flatten
     from telemetry.tsdb import StoreError
     from web.live.routes import time_series_store
 
-    if not EmptyForm().validate_on_submit():
-        abort(400)
-    claim_ = _visible_claim(claim_id)
     try:
         store = time_series_store()
-        points = {session_id: flatten((p.ts_ns, p.fields) for p in store.query(w.device_id, w.start_ns, w.end_ns))
-                  for session_id, w in claim_service.evidence_windows(claim_).items()}
+        return {session_id: flatten((p.ts_ns, p.fields) for p in store.query(w.device_id, w.start_ns, w.end_ns))
+                for session_id, w in claim_service.evidence_windows(claim_).items()}
     except (StoreError, ValueError) as exc:
         flash(_("The time-series store cannot be read now: %(error)s", error=str(exc)), "danger")
+        return None
+
+
+@bp.post("/finance/claims/<int:claim_id>/evidence")
+@roles_required(*FINANCE)
+def record_evidence(claim_id: int):
+    """Digest the telemetry of every measured session of the draft, read from the time-series store."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    points = _claim_points(_visible_claim(claim_id))
+    if points is None:
         return redirect(url_for(".claim", claim_id=claim_id))
     return _transition(claim_id, lambda db: claim_service.record_evidence(db, current_user, claim_id, points),
                        _("The telemetry digests are recorded."))
@@ -613,20 +620,12 @@ def record_evidence(claim_id: int):
 @roles_required(*FINANCE)
 def verify_evidence(claim_id: int):
     """Read the telemetry again and compare it with the digests recorded in the claim."""
-    from billing.evidence import flatten
-    from telemetry.tsdb import StoreError
-    from web.live.routes import time_series_store
-
     if not EmptyForm().validate_on_submit():
         abort(400)
     claim_ = _visible_claim(claim_id)
     target = url_for(".claim", claim_id=claim_id)
-    try:
-        store = time_series_store()
-        points = {session_id: flatten((p.ts_ns, p.fields) for p in store.query(w.device_id, w.start_ns, w.end_ns))
-                  for session_id, w in claim_service.evidence_windows(claim_).items()}
-    except (StoreError, ValueError) as exc:
-        flash(_("The time-series store cannot be read now: %(error)s", error=str(exc)), "danger")
+    points = _claim_points(claim_)
+    if points is None:
         return redirect(target)
     mismatches = claim_service.verify_claim_evidence(get_db(), claim_, points)
     if not mismatches:
