@@ -19,6 +19,7 @@ MAX_BATCH = 1000
 MAX_FIELDS = 64
 MAX_DETAIL = 500
 MAX_EVENT_ID = 64
+MAX_SAMPLES = 2**31 - 1  # a 32-bit count: what the relational store keeps
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 CHANNELS = ("status", "metrics", "events")
@@ -119,11 +120,25 @@ def parse_ts(raw: object, received_ns: int) -> int:
     return ns
 
 
+def _storable(text: str) -> bool:
+    """No NUL (PostgreSQL text cannot hold it) and no lone surrogate (from a JSON escape such as "\\udfff": not
+    encodable as UTF-8, so no database driver can send it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _detail(raw: object) -> str:
     if raw is None:
         return ""
     if not isinstance(raw, str) or len(raw) > MAX_DETAIL:
         raise Invalid("bad_detail", f"a string of at most {MAX_DETAIL} characters")
+    if not _storable(raw):
+        raise Invalid("bad_detail", "NUL or an unpaired surrogate")
     return raw
 
 
@@ -138,11 +153,18 @@ def _values(raw: object) -> dict[str, float | bool]:
             raise Invalid("bad_field_name", name[:64])
         if isinstance(value, bool):
             values[name] = value
-        elif isinstance(value, int | float) and math.isfinite(value):
+        elif isinstance(value, int | float) and _finite(value):
             values[name] = float(value)
         else:
             raise Invalid("bad_value", name)
     return values
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)  # an integer too large for a float raises OverflowError here
+    except OverflowError:
+        return False
 
 
 def _reject_constants(token: str):
@@ -195,11 +217,15 @@ def parse(topic: str, payload: bytes, received_ns: int, prefix: str = DEFAULT_PR
     if not isinstance(event_type, str) or not 0 < len(event_type) <= 64:
         raise Invalid("bad_event", "type: a string of 1 to 64 characters")
     samples = data.get("samples")
-    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 0):
-        raise Invalid("bad_event", "samples: a whole number")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int)
+                                or not 0 <= samples <= MAX_SAMPLES):
+        raise Invalid("bad_event", f"samples: a whole number from 0 to {MAX_SAMPLES}")
     for name in ("run_id", "operator"):
         value = data.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > 64):
             raise Invalid("bad_event", f"{name}: a string of at most 64 characters")
+    for name in ("id", "type", "run_id", "operator"):
+        if isinstance(data.get(name), str) and not _storable(data[name]):
+            raise Invalid("bad_event", f"{name}: NUL or an unpaired surrogate")
     return Event(device_id, event_id, parse_ts(data.get("ts"), received_ns), event_type,
                  data.get("run_id") or "", data.get("operator") or "", samples, _detail(data.get("detail")))

@@ -80,6 +80,14 @@ def test_event():
     ("labshare/v1/sem/metrics", b'{"batch": []}', "bad_values"),
     ("labshare/v1/sem/events", b'{"type": "alarm"}', "bad_event"),
     ("labshare/v1/sem/events", b'{"id": "1", "type": "alarm", "samples": -1}', "bad_event"),
+    # what passes as JSON but no database can store: NUL, lone surrogates, counts beyond 32 bits, huge integers
+    ("labshare/v1/sem/status", b'{"state": "idle", "detail": "a\\u0000b"}', "bad_detail"),
+    ("labshare/v1/sem/status", b'{"state": "idle", "detail": "\\ud800"}', "bad_detail"),
+    ("labshare/v1/sem/events", b'{"id": "\\udfff", "type": "alarm"}', "bad_event"),
+    ("labshare/v1/sem/events", b'{"id": "1", "type": "note", "operator": "x\\u0000"}', "bad_event"),
+    ("labshare/v1/sem/events", b'{"id": "1", "type": "alarm", "detail": "\\u0000"}', "bad_detail"),
+    ("labshare/v1/sem/events", b'{"id": "1", "type": "run_finished", "samples": 2147483648}', "bad_event"),
+    ("labshare/v1/sem/metrics", b'{"values": {"power_w": 1' + b"0" * 400 + b'}}', "bad_value"),
 ])
 def test_rejections_name_their_reason(topic, payload, reason):
     with pytest.raises(Invalid) as caught:
