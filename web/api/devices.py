@@ -12,7 +12,7 @@ from core.accounts.models import Role, User
 from core.errors import Forbidden
 from devices import registry
 from devices.models import Device
-from devices.registry_edit import check_device_id, update_device
+from devices.registry_edit import update_device
 from web.api.auth import current_api_user
 from web.api.blueprint import blp
 from web.api.device_schemas import (
@@ -74,7 +74,6 @@ class Devices(MethodView):
             device_id=body["device_id"], resource_id=body["resource_id"], usage_source=body["usage_source"],
             description=body["description"], power_threshold_w=body["power_threshold_w"],
             debounce_s=body["debounce_s"], heartbeat_timeout_s=body["heartbeat_timeout_s"]))
-        check_device_id(device.device_id)  # after the service, so its other field errors are reported first
         db.commit()
         # raw values, not DeviceSchema().dump(device): the response schema serialises them (only once)
         return {**{name: getattr(device, name) for name in DeviceSchema().fields if name != "facility_id"},

@@ -20,7 +20,6 @@ from core.errors import InvalidInput
 from core.timeutil import utcnow
 from devices import live, registry
 from devices.models import Device
-from devices.registry_edit import check_device_id
 from web.api.pagination import paginate
 from web.api.schemas import MAX_ID
 from web.authz import roles_required
@@ -148,7 +147,6 @@ def new_device():
                 debounce_s=form.debounce_s.data, heartbeat_timeout_s=form.heartbeat_timeout_s.data)
             try:
                 device, secret = registry.add_device(db, current_user, data)
-                check_device_id(device.device_id)  # after the service, so its other field errors show too
             except InvalidInput as exc:
                 db.rollback()
                 apply_field_errors(form, exc)
