@@ -16,7 +16,7 @@ from sqlalchemy import select
 from booking.models import Facility, Resource
 from booking.permissions import can_manage_facility, managed_facility_ids
 from core.accounts.models import Role
-from core.errors import InvalidInput
+from core.errors import Forbidden, InvalidInput, NotFound
 from core.timeutil import utcnow
 from devices import live, registry
 from devices.models import Device
@@ -46,13 +46,14 @@ def _managed_facility(facility_id: int) -> Facility:
 
 
 def _managed_device(device_pk: int) -> Device:
-    db = get_db()
-    device = db.get(Device, device_pk) if device_pk <= MAX_ID else None  # a larger number cannot name a row
-    if device is None:
+    if device_pk > MAX_ID:  # a larger number cannot name a row
         abort(404)
-    if not can_manage_facility(db, current_user, device.resource.facility_id):
+    try:
+        return registry.managed_device(get_db(), current_user, device_pk)
+    except NotFound:
+        abort(404)
+    except Forbidden:
         abort(403)
-    return device
 
 
 def _managed_facilities() -> list[Facility]:
