@@ -122,7 +122,7 @@ def _item_query(period: BillingPeriod):
             .execution_options(yield_per=STREAM_BATCH))
 
 
-class _Classes:
+class CustomerClasses:
     """Customer classes from the billed organisation and the facility's owner (organisations and declared
     affiliations are few next to reservations, so they are loaded once)."""
 
@@ -143,7 +143,7 @@ def issue_charges(db: Session, actor: User | None, period: BillingPeriod, report
     `progress(done, total)` is called every 100 items and at the end."""
     resources = resource_infos(db)
     cards = cards_by_resource(db)
-    classes = _Classes(db)
+    classes = CustomerClasses(db)
     missing: list[tuple[int, date]] = []
     charges: list[dict[str, Any]] = []
     lines: list[list[dict[str, Any]]] = []

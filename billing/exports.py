@@ -206,7 +206,7 @@ def _statement_cells(doc: StatementDoc, line: StatementLine) -> list[object]:
             line.voucher, line.net]
 
 
-def _csv_bytes(rows: Iterable[Sequence[object]]) -> bytes:
+def csv_bytes(rows: Iterable[Sequence[object]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     for row in rows:
@@ -228,10 +228,10 @@ def statement_csv(doc: StatementDoc) -> bytes:
             yield cells
         yield [t["total"], "", "", "", "", "", "", "", "", doc.gross_total, doc.voucher_total, doc.net_total]
 
-    return _csv_bytes(rows())
+    return csv_bytes(rows())
 
 
-def _xlsx(sheets: list[tuple[str, list[list[object]], set[int], set[int], int]]) -> bytes:
+def xlsx_workbook(sheets: list[tuple[str, list[list[object]], set[int], set[int], int]]) -> bytes:
     """Workbook bytes: (title, rows, money column indexes, quantity column indexes, header row index)."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
@@ -268,7 +268,7 @@ def statement_xlsx(doc: StatementDoc) -> bytes:
     rows += [_statement_cells(doc, line) for line in doc.lines]
     rows.append([t["total"], None, None, None, None, None, None, None, None, doc.gross_total, doc.voucher_total,
                  doc.net_total])
-    return _xlsx([(doc.number, rows, {8, 9, 10, 11}, {6}, header_row)])
+    return xlsx_workbook([(doc.number, rows, {8, 9, 10, 11}, {6}, header_row)])
 
 
 # --- what a claim says ------------------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ def claim_csv(doc: ClaimDoc) -> bytes:
             yield _claim_cells(doc, line)
         yield [t["total"], "", "", "", "", "", "", doc.eligible_total, doc.lines_total, "", "", "", "", ""]
 
-    return _csv_bytes(rows())
+    return csv_bytes(rows())
 
 
 def claim_xlsx(doc: ClaimDoc) -> bytes:
@@ -436,7 +436,7 @@ def claim_xlsx(doc: ClaimDoc) -> bytes:
         for s in line.sessions:
             sessions.append([line.item_id, line.charge_id, s.device_id, _when(s.start, doc), _when(s.end, doc),
                              s.point_count, s.digest or ""])
-    return _xlsx([(f"claim-{doc.id}", rows, {7, 8}, set(), header_row),
+    return xlsx_workbook([(f"claim-{doc.id}", rows, {7, 8}, set(), header_row),
                   (t["sessions"][:31], sessions, set(), set(), 0)])
 
 
