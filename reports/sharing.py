@@ -101,6 +101,8 @@ def may_see_reports(db: Session, actor: User) -> frozenset[int] | None:
 def scope_for(db: Session, actor: User, start: date, end: date, *, facility_id: int | None = None,
               resource_id: int | None = None, owner_id: int | None = None, city: str | None = None) -> ReportScope:
     """The scope `actor` asked for, narrowed to what they may see; a facility outside it is refused."""
+    if start.year < 1900 or end.year > 2999:
+        raise InvalidInput({"start": [N_("Give a day between the years 1900 and 2999.")]})
     if end < start:
         raise InvalidInput({"end": [N_("The end must not be before the start.")]})
     if (end - start).days >= MAX_RANGE_DAYS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import cache
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
@@ -59,6 +60,7 @@ class PageQuery(InputSchema):
     per_page = fields.Int(load_default=20, validate=validate.Range(min=1, max=100))
 
 
+@cache  # one page schema per item schema: the OpenAPI document names it once
 def page_of(item_schema: type[Schema]) -> type[Schema]:
     """`{"items": [...], "page", "per_page", "total"}` around `item_schema`."""
     return Schema.from_dict({
