@@ -579,3 +579,72 @@ def _run_simulator(simulator, duration_s: float | None, quiet: bool) -> None:
     except KeyboardInterrupt:
         simulator.stop()
     click.echo(f"stopped; {simulator.summary()}")
+
+
+# --- open-sharing reports -------------------------------------------------------------------------------------
+
+REPORT_PROGRESS_FROM = 500  # resources; fewer are counted in a moment
+
+
+@main.group(help="Open-sharing reports: effective and external hours, sharing rate and income per instrument.")
+def reports() -> None:
+    pass
+
+
+@reports.command("sharing", help="The per-instrument open-sharing report of a year (or --start/--end days) as "
+                                 "XLSX or CSV, from measured usage sessions and issued charges.")
+@click.option("--year", type=click.IntRange(1900, 2999), help="A calendar year (each facility's local days).")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First day, instead of --year.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Last day (inclusive), with --start.")
+@click.option("--format", "fmt", type=click.Choice(["xlsx", "csv"]), default="xlsx", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Where to write it (default: sharing-YEAR.FORMAT in the current directory; - for stdout).")
+@click.option("--facility", "facility_id", type=click.IntRange(1, MAX_ID), help="Only this facility's resources.")
+@click.option("--city", metavar="CODE", help="Only facilities in this 市州 (6-digit code, e.g. 510100).")
+@click.option("--locale", type=click.Choice(["zh_CN", "en"]), help="Column headers' language (default: the "
+                                                                    "configured one).")
+@handles_errors
+def reports_sharing(year: int | None, start, end, fmt: str, output: Path | None, facility_id: int | None,
+                    city: str | None, locale: str | None) -> None:
+    from reports import exports
+    from reports.sharing import ReportScope, compute, year_range
+
+    if year is not None and (start or end):
+        raise click.UsageError("give --year or --start/--end, not both")
+    if year is None and not (start and end):
+        raise click.UsageError("give --year, or --start and --end")
+    first, last = year_range(year) if year is not None else (start.date(), end.date())
+    if last < first:
+        raise click.UsageError("--end is before --start")
+    settings = load_settings()
+    locale = locale or settings.default_locale
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if total < REPORT_PROGRESS_FROM:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="instruments", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    scope = ReportScope(first, last, facility_ids=None if facility_id is None else frozenset({facility_id}),
+                        cities=None if not city else frozenset({city}))
+    with _session(settings) as session:
+        try:
+            report = compute(session, scope, progress=progress)
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+    body = (exports.report_xlsx if fmt == "xlsx" else exports.report_csv)(report, locale=locale)
+    name = f"sharing-{year}" if year is not None else f"sharing-{first.isoformat()}-{last.isoformat()}"
+    if output is not None and str(output) == "-":
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+        return
+    path = output or Path(f"{name}.{fmt}")
+    path.write_bytes(body)
+    total = report.total
+    click.echo(f"{path}: {total.instruments} instruments, {total.effective_hours} effective hours, "
+               f"{total.external_hours} external, external income {total.external_income} CNY", err=True)
