@@ -150,6 +150,7 @@ def seed_demo_command() -> None:
 
 def _seed(settings: Settings):
     from core.db import begin_write
+    from web.demo.history import seed_demo_history
     from web.demo.seed import item_count, load_data, seed_demo, seed_demo_billing, seed_demo_bookings
 
     data = load_data()
@@ -161,6 +162,9 @@ def _seed(settings: Settings):
         if bookings:
             report.created["reservations"] = bookings
         for kind, count in seed_demo_billing(session).items():
+            if count:
+                report.created[kind] = count
+        for kind, count in seed_demo_history(session).items():  # after the rate cards: it closes past months
             if count:
                 report.created[kind] = count
         session.commit()

@@ -9,6 +9,8 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import click
 import pytest
@@ -16,6 +18,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
+from billing.models import BillingPeriod
+from billing.voucher_models import Voucher, VoucherProgramme
 from core.accounts.models import ApiToken, Organisation, User
 from core.accounts.passwords import verify_password
 from core.db import Base, make_engine
@@ -141,10 +145,20 @@ def test_upgrade_then_seed_creates_the_demo_data(cli_db):
     assert counts["device"] == len(data["devices"])
     # every resource has a price, and the year's voucher programme has granted the eligible tech SMEs a voucher
     assert counts["rate_card"] == len(data["resources"])
-    assert counts["voucher_programme"] == 1
-    assert counts["voucher"] == sum(1 for org in data["organisations"] if org.get("tech_sme")
-                                    and org["kind"] == "enterprise")
+    eligible = {org["name_zh"] for org in data["organisations"] if org.get("tech_sme") and org["kind"] == "enterprise"}
+    # a year of history (web.demo.history): past months closed with charges, some paid by vouchers
+    assert counts["billing_period"] == 12
+    assert counts["charge"] > 1000
+    assert counts["usage_session"] > 100
+    assert counts["voucher_application"] > 0
     with cli_db.session() as session:
+        year = datetime.now(ZoneInfo("Asia/Shanghai")).year
+        this_year = session.scalar(select(VoucherProgramme).where(VoucherProgramme.code == f"SC-{year}"))
+        holders = set(session.scalars(select(Organisation.name_zh).join(Voucher, Voucher.holder_id == Organisation.id)
+                                      .where(Voucher.programme_id == this_year.id)))
+        assert holders == eligible
+        assert session.scalar(select(func.count()).select_from(BillingPeriod)
+                              .where(BillingPeriod.closed_at.is_(None))) == 0
         admin = session.scalar(select(User).where(User.email == "admin@labshare.demo"))
         assert verify_password(admin.password_hash, "labshare-demo")
 

@@ -213,7 +213,8 @@ def seed_demo_billing(db: Session, *, today: date | None = None) -> dict[str, in
     for resource in db.scalars(select(Resource).order_by(Resource.id)):
         if resource.id in priced:
             continue
-        db.add(_demo_rate_card(resource, metered=resource.id in metered, valid_from=date(today.year, 1, 1),
+        # in force since last year: the demo's history (web.demo.history) reaches back a year
+        db.add(_demo_rate_card(resource, metered=resource.id in metered, valid_from=date(today.year - 1, 1, 1),
                                units=BillingUnit, bases=ChargeBasis, model=RateCard))
         created["rate cards"] += 1
     programme = db.scalar(select(VoucherProgramme).where(VoucherProgramme.code == f"SC-{today.year}"))
