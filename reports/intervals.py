@@ -30,13 +30,18 @@ def length(intervals: Iterable[Interval]) -> int:
 
 
 def intersection_length(a: list[Interval], b: list[Interval]) -> int:
-    """Total overlap of two merged lists, in one pass over both."""
+    """Total overlap of two merged lists, in one pass over both (plain comparisons: this runs per instrument
+    over a year of sessions and open hours)."""
     i = j = total = 0
-    while i < len(a) and j < len(b):
-        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+    na, nb = len(a), len(b)
+    while i < na and j < nb:
+        a_start, a_end = a[i]
+        b_start, b_end = b[j]
+        start = a_start if a_start > b_start else b_start
+        end = a_end if a_end < b_end else b_end
         if start < end:
             total += end - start
-        if a[i][1] < b[j][1]:
+        if a_end < b_end:
             i += 1
         else:
             j += 1

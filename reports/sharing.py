@@ -33,7 +33,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import String, and_, func, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from billing.charges import CustomerClasses
@@ -50,12 +50,14 @@ from core.errors import N_, Forbidden, InvalidInput
 from core.timeutil import utcnow
 from devices.models import Device, UsageSession
 from reports.intervals import Interval, clipped, intersection_length, length, merged, subtract
+from reports.sql import epoch_seconds, stream_rows
 
 # Reservations that held their slot and could have been used (pending ones were never approved).
 COUNTED_STATES = (ReservationState.CONFIRMED, ReservationState.COMPLETED, ReservationState.NO_SHOW)
 BENCHMARK_HOURS = (800, 1200, 1400)  # national yardsticks of effective hours a year (design.md §7)
 MAX_RANGE_DAYS = 5 * 366
-STREAM_BATCH = 5000
+STREAM_BATCH = 20_000
+NO_SHOW, COMPLETED = str(ReservationState.NO_SHOW), str(ReservationState.COMPLETED)
 HOUR = Decimal(3600)
 ZERO = Decimal("0.00")
 
@@ -294,10 +296,6 @@ class _Cursor:
         return []
 
 
-def _stream(db: Session, stmt) -> Iterator[Any]:
-    return iter(db.execute(stmt.execution_options(yield_per=STREAM_BATCH)))
-
-
 @dataclass
 class _Context:
     """What one pass needs besides the streams: loaded once, small next to sessions and reservations."""
@@ -312,6 +310,22 @@ class _Context:
     vouchers: dict[int, Decimal]
     cards: dict[int, list[RateCard]]
     open_hours: dict[tuple[str, str], list[Interval]] = field(default_factory=dict)
+    _outside: dict[int, Callable[[int], bool]] = field(default_factory=dict)
+
+    def outside_for(self, owner_id: int) -> Callable[[int], bool]:
+        """Is an organisation an outside customer of this owner's facilities? (cached: a few hundred
+        organisations against millions of sessions)"""
+        if owner_id not in self._outside:
+            answers: dict[int, bool] = {}
+
+            def outside(org_id: int) -> bool:
+                answer = answers.get(org_id)
+                if answer is None:
+                    answer = answers[org_id] = self.classes.of(org_id, owner_id) != CustomerClass.INTERNAL
+                return answer
+
+            self._outside[owner_id] = outside
+        return self._outside[owner_id]
 
 
 def _load_context(db: Session, scope: ReportScope, lo: int, hi: int, now: datetime) -> _Context:
@@ -327,8 +341,8 @@ def _load_context(db: Session, scope: ReportScope, lo: int, hi: int, now: dateti
     days = (scope.start - timedelta(days=1), scope.end + timedelta(days=1))
     unbooked = {sid: (org, user, cls != CustomerClass.INTERNAL) for sid, org, user, cls in db.execute(
         select(Charge.usage_session_id, Charge.organisation_id, Charge.user_id, Charge.customer_class)
-        .where(Charge.usage_session_id.is_not(None), Charge.kind == ChargeKind.CHARGE,
-               Charge.service_date.between(*days)))}
+        .where(Charge.usage_session_id.is_not(None), Charge.reservation_id.is_(None),
+               Charge.kind == ChargeKind.CHARGE, Charge.service_date.between(*days)))}
     in_range = Charge.service_date.between(scope.start, scope.end)
     money: dict[int, tuple[Decimal, Decimal]] = {}
     for rid, cls, total in db.execute(
@@ -369,57 +383,65 @@ def _figures_of(ctx: _Context, row: Any, sessions: list[Any], reservations: list
         owner_en=row.owner_en, city=row.city, metered=row.id in ctx.metered,
         rate_card=pick_card(ctx.cards.get(row.id, []), ctx.scope.end))
     figures.metered_instruments = int(figures.metered)
-    external = ctx.classes.of
+    outside_org = ctx.outside_for(row.owner_id)
+    unbooked = ctx.unbooked
     shown: set[int] = set()  # reservations some session overlapped
     used: list[Interval] = []
     used_external: list[Interval] = []
-    j = 0
+    users, organisations, external_organisations = figures.users, figures.organisations, figures.external_organisations
+    n, j, now = len(reservations), 0, ctx.now
+    # This loop runs for every session of the province: plain comparisons instead of min()/max() calls.
     # sessions: (resource, id, start_ns, end_ns); reservations: (resource, id, starts, ends, state, user, org)
-    res = [(_epoch(r[2]), _epoch(r[3]), r) for r in reservations]
     for _rid, session_id, start_ns, end_ns in sessions:
         start = start_ns // 1_000_000_000
-        end = ctx.now if end_ns is None else end_ns // 1_000_000_000
-        while j < len(res) and res[j][1] <= start:
+        end = now if end_ns is None else end_ns // 1_000_000_000
+        while j < n and reservations[j][3] <= start:
             j += 1
         best, best_overlap, k = None, 0, j
-        while k < len(res) and res[k][0] < end:
-            overlap = min(end, res[k][1]) - max(start, res[k][0])
+        while k < n:
+            r = reservations[k]
+            if r[2] >= end:
+                break
+            overlap = (end if end < r[3] else r[3]) - (start if start > r[2] else r[2])
             if overlap > 0:
-                shown.add(res[k][2][1])
+                shown.add(r[1])
                 if overlap > best_overlap:
-                    best, best_overlap = res[k][2], overlap
+                    best, best_overlap = r, overlap
             k += 1
-        part = clipped(start, end, lo, hi)
-        if part is None:
+        part_start, part_end = (start if start > lo else lo), (end if end < hi else hi)
+        if part_start >= part_end:
             continue
+        part = (part_start, part_end)
         figures.sessions += 1
         used.append(part)
         if best is not None:
-            org, user, outside = best[6], best[5], external(best[6], row.owner_id) != CustomerClass.INTERNAL
-        elif session_id in ctx.unbooked:
-            org, user, outside = ctx.unbooked[session_id]
+            org, user = best[6], best[5]
+            outside = outside_org(org)
+        elif session_id in unbooked:
+            org, user, outside = unbooked[session_id]
         else:
             continue  # unbooked, unbilled use: the facility's own
-        figures.organisations.add(org)
+        organisations.add(org)
         if user is not None:
-            figures.users.add(user)
+            users.add(user)
         if outside:
             figures.external_sessions += 1
-            figures.external_organisations.add(org)
+            external_organisations.add(org)
             used_external.append(part)
     due_until = min(hi, ctx.now)
-    for starts, ends, r in res:
+    for r in reservations:
+        starts, ends = r[2], r[3]
         if lo <= ends <= due_until:
             figures.reservations_due += 1
-            if r[4] == ReservationState.NO_SHOW or (figures.metered and r[1] not in shown):
+            if r[4] == NO_SHOW or (figures.metered and r[1] not in shown):
                 figures.no_shows += 1
-        if not figures.metered and r[4] == ReservationState.COMPLETED:
+        if not figures.metered and r[4] == COMPLETED:
             part = clipped(starts, ends, lo, hi)
             if part is not None:  # not measurable: the booked time of completed bookings stands in for use
                 used.append(part)
                 figures.users.add(r[5])
                 figures.organisations.add(r[6])
-                if external(r[6], row.owner_id) != CustomerClass.INTERNAL:
+                if outside_org(r[6]):
                     used_external.append(part)
                     figures.external_organisations.add(r[6])
     union = merged(used)
@@ -469,13 +491,15 @@ def compute(db: Session, scope: ReportScope, *, now: datetime | None = None, hea
     margin = timedelta(days=1)
     lo_dt, hi_dt = datetime.fromtimestamp(lo, UTC) - margin, datetime.fromtimestamp(hi, UTC) + margin
     reservation_stmt = _resource_filter(
-        select(Reservation.resource_id, Reservation.id, Reservation.starts_at, Reservation.ends_at,
-               Reservation.state, Reservation.user_id, Reservation.billed_org_id)
+        select(Reservation.resource_id, Reservation.id, epoch_seconds(Reservation.starts_at),
+               epoch_seconds(Reservation.ends_at), type_coerce(Reservation.state, String), Reservation.user_id,
+               Reservation.billed_org_id)
         .join(Resource, Reservation.resource_id == Resource.id)
-        .where(Reservation.state.in_(COUNTED_STATES), Reservation.starts_at < hi_dt, Reservation.ends_at > lo_dt)
+        .where(type_coerce(Reservation.state, String).in_([str(s) for s in COUNTED_STATES]),
+               Reservation.starts_at < hi_dt, Reservation.ends_at > lo_dt)
         .order_by(Reservation.resource_id, Reservation.starts_at), scope, Reservation.resource_id)
-    sessions = _Cursor(_grouped(_stream(db, session_stmt)))
-    reservations = _Cursor(_grouped(_stream(db, reservation_stmt)))
+    sessions = _Cursor(_grouped(stream_rows(db, session_stmt, STREAM_BATCH)))
+    reservations = _Cursor(_grouped(stream_rows(db, reservation_stmt, STREAM_BATCH)))
     grid = [[0] * 24 for _ in range(7)] if heatmap else None
     total = Totals()
     instruments = []
@@ -672,4 +696,37 @@ def voucher_burndown(db: Session, scope: ReportScope) -> list[ProgrammeBurndown]
             remaining.append((month, programme.budget - used))
         result.append(ProgrammeBurndown(programme.id, programme.code, programme.name_zh, programme.name_en,
                                         programme.budget, remaining))
+    return result
+
+
+@dataclass(frozen=True)
+class BookingSource:
+    """A completed reservation whose booked time stands in for use on a resource without a device."""
+
+    reservation_id: int
+    starts_at: datetime
+    ends_at: datetime
+    counted_s: int  # inside the range
+    organisation_id: int
+    user_id: int
+    external: bool
+
+
+def booking_sources(db: Session, scope: ReportScope, resource_id: int) -> list[BookingSource]:
+    """The completed reservations behind an unmetered resource's hours (none for a metered resource)."""
+    row = next(iter(_resources(db, ReportScope(scope.start, scope.end, facility_ids=scope.facility_ids,
+                                               resource_ids=frozenset({resource_id})))), None)
+    if row is None or db.scalar(select(Device.id).where(Device.resource_id == resource_id).limit(1)) is not None:
+        return []
+    lo, hi = _bounds(scope, row.timezone)
+    classes = CustomerClasses(db)
+    result = []
+    lo_dt, hi_dt = datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
+    for r in db.scalars(select(Reservation).where(
+            Reservation.resource_id == resource_id, Reservation.state == ReservationState.COMPLETED,
+            Reservation.starts_at < hi_dt, Reservation.ends_at > lo_dt).order_by(Reservation.starts_at)):
+        part = clipped(_epoch(r.starts_at), _epoch(r.ends_at), lo, hi)
+        if part is not None:
+            result.append(BookingSource(r.id, r.starts_at, r.ends_at, part[1] - part[0], r.billed_org_id, r.user_id,
+                                        classes.of(r.billed_org_id, row.owner_id) != CustomerClass.INTERNAL))
     return result
