@@ -206,12 +206,19 @@ def _statement_cells(doc: StatementDoc, line: StatementLine) -> list[object]:
             line.voucher, line.net]
 
 
+def _cell_text(value: object) -> object:
+    """Text a spreadsheet must not run: a leading =, +, - or @ would start a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
 def csv_bytes(rows: Iterable[Sequence[object]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     for row in rows:
         writer.writerow(["" if v is None else money_text(v) if isinstance(v, Decimal) and not isinstance(v, bool)
-                         else v for v in row])
+                         else _cell_text(v) for v in row])
     # UTF-8 with a byte order mark: Excel (as used in China) then opens it as UTF-8, not GBK
     return buffer.getvalue().encode("utf-8-sig")
 
@@ -234,6 +241,7 @@ def statement_csv(doc: StatementDoc) -> bytes:
 def xlsx_workbook(sheets: list[tuple[str, list[list[object]], set[int], set[int], int]]) -> bytes:
     """Workbook bytes: (title, rows, money column indexes, quantity column indexes, header row index)."""
     from openpyxl import Workbook
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     from openpyxl.styles import Font
 
     workbook = Workbook()
@@ -241,7 +249,10 @@ def xlsx_workbook(sheets: list[tuple[str, list[list[object]], set[int], set[int]
     for title, rows, money_cols, quantity_cols, header_row in sheets:
         sheet = workbook.create_sheet(title)
         for row in rows:
-            sheet.append(row)
+            sheet.append([ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in row])
+            for cell in sheet[sheet.max_row]:
+                if cell.data_type == "f":  # text typed by someone, such as "=HYPERLINK(…)": never a formula
+                    cell.data_type = "s"
         for cell in sheet[header_row + 1]:
             cell.font = Font(bold=True)
         for row in sheet.iter_rows(min_row=header_row + 2):

@@ -194,3 +194,16 @@ def test_pdf_builders_work_without_a_database():
     assert exports.statement_pdf(doc).startswith(b"%PDF")
     assert exports.quantity_text(Decimal("1.2500")) == "1.25"
     assert exports.money_text(Decimal("-0")) == "0.00"
+
+
+def test_typed_text_never_runs_as_a_formula_or_breaks_the_workbook():
+    # names and reasons are typed by people: "=HYPERLINK(…)" must stay text, control characters must not make
+    # the file unreadable (openpyxl refuses them), and CSV cells must not start a formula in Excel
+    evil = ["=HYPERLINK(\"http://x\")", "bell\x07here", "+1", "@SUM(A1)", Decimal("-50.00")]
+    book = load_workbook(io.BytesIO(exports.xlsx_workbook([("s", [["h"] * 5, evil], {4}, set(), 0)])))
+    row = next(book.active.iter_rows(min_row=2, values_only=True))
+    assert row[:4] == ("=HYPERLINK(\"http://x\")", "bellhere", "+1", "@SUM(A1)")
+    assert book.active.cell(2, 1).data_type == "s"
+    text = exports.csv_bytes([evil]).decode("utf-8-sig")
+    assert text.startswith('"\'=HYPERLINK(')
+    assert "'+1,'@SUM(A1),-50.00" in text
