@@ -65,13 +65,17 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     from web.devices.routes import bp as devices_manage_bp
     from web.finance.routes import bp as finance_bp
     from web.home.routes import bp as home_bp
+    from web.imports.routes import bp as imports_bp
     from web.live.routes import bp as live_bp
     from web.manage.routes import bp as manage_bp
     from web.metrics import bp as metrics_bp
+    from web.register.routes import bp as register_bp
+    from web.reports.routes import bp as reports_bp
 
     templating.init_app(app)
     for blueprint in (auth_bp, home_bp, account_bp, admin_bp, manage_bp, booking_bp, booking_manage_bp, health.bp,
-                      calendar.bp, photos.bp, devices_manage_bp, live_bp, metrics_bp, finance_bp):
+                      calendar.bp, photos.bp, devices_manage_bp, live_bp, metrics_bp, finance_bp, register_bp,
+                      imports_bp, reports_bp):
         app.register_blueprint(blueprint)
     init_api(app)
     _security_headers(app)

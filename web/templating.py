@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from flask import Flask, request
+from flask import Flask, request, url_for
 from flask_babel import format_datetime, get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -20,28 +20,41 @@ from web.i18n import LANGUAGE_NAMES, SUPPORTED_LOCALES
 ROLE_NAMES = {Role.RESEARCHER: _l("Researcher"), Role.LAB_MANAGER: _l("Lab manager"),
               Role.FINANCE: _l("Finance"), Role.ADMIN: _l("Administrator")}
 
-# (endpoint, label, icon, roles that see it; None = every signed-in user)
+# (endpoint or menu, label, icon, roles that see it; None = every signed-in user). The bar has to fit 1280 px
+# in both languages for every mix of roles, so a facility's tools and the platform admin's pages are menus.
 ADMIN_MENU = "admin-menu"
+MANAGE_MENU = "manage-menu"
 NAVIGATION = [
     ("home.index", _l("Home"), "house", None),
     ("booking.catalog_page", _l("Catalog"), "search", None),
     ("booking.my_reservations", _l("My reservations"), "calendar-check", None),
     ("booking_manage.approvals", _l("Approvals"), "check2-square", {Role.LAB_MANAGER, Role.ADMIN}),
-    ("manage.facilities", _l("My facilities"), "building-gear", {Role.LAB_MANAGER, Role.ADMIN}),
-    ("devices_manage.devices", _l("Devices"), "cpu", {Role.LAB_MANAGER, Role.ADMIN}),
     ("live.board", _l("Live board"), "broadcast", {Role.LAB_MANAGER, Role.ADMIN}),
-    ("finance.reconciliation_index", _l("Reconciliation"), "clipboard-data", {Role.LAB_MANAGER}),
+    (MANAGE_MENU, _l("Manage"), "building-gear", {Role.LAB_MANAGER, Role.ADMIN}),
     ("finance.index", _l("Finance"), "cash-coin", {Role.FINANCE}),  # admins: in the administration menu
     ("finance.my_charges", _l("My charges"), "wallet2", {Role.RESEARCHER}),
-    # the platform admin's pages share one menu, so the bar fits 1280 px in both languages
+    ("reports.index", _l("Reports"), "bar-chart-line", {Role.LAB_MANAGER, Role.FINANCE}),  # admins: in the menu
     (ADMIN_MENU, _l("Administration"), "shield-lock", {Role.ADMIN}),
 ]
-ADMIN_PAGES = [
-    ("admin.organisations", _l("Organisations"), "buildings"),
-    ("admin.facilities", _l("Facilities"), "building-add"),
-    ("admin.users", _l("Users"), "people"),
-    ("finance.index", _l("Finance"), "cash-coin"),
-]
+MENUS = {
+    MANAGE_MENU: [
+        ("manage.facilities", _l("My facilities"), "building-gear", None),
+        ("devices_manage.devices", _l("Devices"), "cpu", None),
+        ("finance.reconciliation_index", _l("Reconciliation"), "clipboard-data", {Role.LAB_MANAGER}),
+        ("imports.index", _l("Import"), "upload", None),
+    ],
+    ADMIN_MENU: [
+        ("admin.organisations", _l("Organisations"), "buildings", None),
+        ("admin.facilities", _l("Facilities"), "building-add", None),
+        ("admin.users", _l("Users"), "people", None),
+        ("finance.index", _l("Finance"), "cash-coin", None),
+        ("reports.index", _l("Reports"), "bar-chart-line", None),
+    ],
+}
+
+
+def _visible(roles) -> bool:
+    return roles is None or current_user.has_role(*roles)
 
 
 def current_locale() -> str:
@@ -93,18 +106,37 @@ def money_short(amount: Decimal | None) -> str:
     return format_cny(amount)
 
 
-def navigation() -> list[tuple[str, str, str]]:
+def _menu(key: str) -> tuple[list[tuple[str, str, str]], bool]:
+    """A menu's pages for the user, and whether the current page is one of them (or below one)."""
+    pages = [(page, text, sign) for page, text, sign, who in MENUS[key] if _visible(who)]
+    here = request.path
+    active = any(here.startswith(url_for(page)) for page, _text, _sign in pages) or (
+        key == ADMIN_MENU and here.startswith("/admin"))
+    return pages, active
+
+
+def navigation() -> list[tuple[str, str, str, list[tuple[str, str, str]] | None, bool]]:
+    """The signed-in user's bar: (endpoint or menu key, label, icon, the menu's pages or None, active)."""
     if not current_user.is_authenticated:
         return []
-    return [(endpoint, label, icon) for endpoint, label, icon, roles in NAVIGATION
-            if roles is None or current_user.has_role(*roles)]
+    items = []
+    for endpoint, label, icon, roles in NAVIGATION:
+        if not _visible(roles):
+            continue
+        if endpoint in MENUS:
+            items.append((endpoint, label, icon, *_menu(endpoint)))
+        else:
+            href = url_for(endpoint)
+            items.append((endpoint, label, icon, None,
+                          request.path == href or (href != "/" and request.path.startswith(href))))
+    return items
 
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(localtime=local_time, cny=money, cny_short=money_short, city=city_name,
                                   category=category_name)
     app.jinja_env.globals.update(
-        localised=localised, navigation=navigation, admin_menu=ADMIN_MENU, admin_pages=ADMIN_PAGES,
+        localised=localised, navigation=navigation,
         current_locale=current_locale,
         language_names=LANGUAGE_NAMES, supported_locales=SUPPORTED_LOCALES, role_names=ROLE_NAMES,
     )

@@ -95,6 +95,10 @@ class Reservation(Base):
         # The guarantee against double booking on PostgreSQL: no two live reservations of one resource
         # overlap, whatever the application does and however many requests race. ([) ranges, so
         # back-to-back bookings are fine.) SQLite serialises writers instead (see booking.locking).
+        # Not declared here: ix_reservation_live_window, a GiST index on tstzrange(starts_at, ends_at, '[)') of the
+        # live reservations (resource_id, starts_at, ends_at included) that time-first search uses on PostgreSQL
+        # (migration 0009; booking.catalog). Alembic cannot compare expression indexes on SQLite, so it is one of
+        # migrations.metadata.DATABASE_ONLY_OBJECTS.
         ExcludeConstraint(
             ("resource_id", "="),
             (func.tstzrange(text("starts_at"), text("ends_at"), text("'[)'")), "&&"),

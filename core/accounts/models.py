@@ -19,6 +19,14 @@ class OrganisationKind(enum.StrEnum):
     GOVERNMENT = "government"
 
 
+class OrganisationStatus(enum.StrEnum):
+    """Self-registered organisations wait for a platform admin; those an admin creates start approved."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
 class Role(enum.StrEnum):
     RESEARCHER = "researcher"
     LAB_MANAGER = "lab_manager"  # scoped to facilities by booking.FacilityManager
@@ -42,6 +50,12 @@ class Organisation(Base):
     city: Mapped[str] = mapped_column(String(6), index=True)  # Sichuan 市州 code, see core.regions
     tech_sme: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[OrganisationStatus] = mapped_column(
+        str_enum(OrganisationStatus, "organisation_status"), default=OrganisationStatus.APPROVED,
+        server_default=OrganisationStatus.APPROVED.value, index=True)
+    registered_at: Mapped[datetime | None]  # when it registered itself on the public page (None: added by an admin)
+    decided_at: Mapped[datetime | None]  # when an admin approved or rejected the registration (who: the audit log)
+    decision_reason: Mapped[str | None] = mapped_column(String(500))  # why it was rejected
 
     users: Mapped[list[User]] = relationship(back_populates="organisation")
 
@@ -49,6 +63,10 @@ class Organisation(Base):
 
     def name(self, locale: str) -> str:
         return self.name_en if locale == Locale.EN else self.name_zh
+
+    @property
+    def approved(self) -> bool:
+        return self.status == OrganisationStatus.APPROVED
 
 
 class Affiliation(Base):

@@ -14,7 +14,16 @@ from sqlalchemy.orm import Session
 
 from core import audit
 from core.accounts.credit_code import InvalidCreditCode, validate_credit_code
-from core.accounts.models import Affiliation, Locale, Organisation, OrganisationKind, Role, User, UserRole
+from core.accounts.models import (
+    Affiliation,
+    Locale,
+    Organisation,
+    OrganisationKind,
+    OrganisationStatus,
+    Role,
+    User,
+    UserRole,
+)
 from core.accounts.passwords import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
@@ -36,6 +45,20 @@ CREDIT_CODE_MESSAGES = {
     "org_code_check": N_("The organisation code inside the credit code has a wrong check character."),
     "check_character": N_("The last character does not match: this credit code has a typo."),
 }
+
+
+class OrganisationPending(AccountDisabled):
+    """Right password, but the user's organisation registered itself and waits for a platform admin."""
+
+    code = "organisation_pending"
+    message = N_("Your organisation's registration is waiting for approval by a platform administrator. "
+                 "You can sign in once it is approved; we will tell you by e-mail.")
+
+
+class OrganisationRejected(AccountDisabled):
+    code = "organisation_rejected"
+    message = N_("Your organisation's registration was not approved, so this account cannot sign in. "
+                 "The e-mail we sent you gives the reason; you may register again.")
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,16 @@ def normalise_email(email: str) -> str:
     return (email or "").strip().lower()
 
 
+def is_valid_email(email: str) -> bool:
+    """A normalised address that looks deliverable (the check create_user applies)."""
+    return bool(_EMAIL_RE.match(email)) and len(email) <= 254
+
+
+def password_errors(password: str) -> list[str]:
+    """What is wrong with a new password (the rules every form that sets one applies)."""
+    return _password_errors(password)
+
+
 def _password_errors(password: str) -> list[str]:
     if len(password) < MIN_PASSWORD_LENGTH:
         return [N_("The password needs at least 8 characters.")]
@@ -171,7 +204,12 @@ def authenticate(db: Session, email: str, password: str) -> User:
     user = db.scalar(select(User).where(User.email == normalise_email(email)))
     if not verify_password(user.password_hash if user else None, password or ""):
         raise InvalidCredentials()
-    if not user.active:  # verify_password is only true for an existing user
+    # verify_password is only true for an existing user; only its owner learns why the account cannot sign in
+    if user.organisation.status == OrganisationStatus.PENDING:
+        raise OrganisationPending()
+    if user.organisation.status == OrganisationStatus.REJECTED:
+        raise OrganisationRejected()
+    if not user.active:
         raise AccountDisabled()
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)

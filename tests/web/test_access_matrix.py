@@ -7,8 +7,9 @@ from urllib.parse import quote
 
 import pytest
 
+from booking.models import ResourceStatus
 from core.accounts.models import User
-from tests.factories import PASSWORD, make_facility, make_token, make_user
+from tests.factories import PASSWORD, make_facility, make_resource, make_token, make_user
 
 ROLES = ("anonymous", "researcher", "lab_manager", "finance", "admin")
 PAGES = (
@@ -21,12 +22,29 @@ PAGES = (
     "/manage/facilities/{A}",
     "/manage/facilities/{B}",
     "/api/v1/me",
+    "/imports",
+    "/imports/templates/resources.xlsx",
+    "/imports/templates/resources.csv",
+    "/imports/templates/organisations.xlsx",
+    "/imports/templates/users.csv",
+    "/resources",
+    "/register",
+    "/register/done",
+    "/admin/organisations#registrations",
+    "/reports/sharing",
+    "/reports/sharing?facility={B}",
+    "/reports/dashboard",
+    "/reports/sharing.csv",
+    "/reports/sharing/resources/{RB}/sessions",
+    "/reports/sharing/resources/{RB}/charges",
 )
 
 SIGN_IN = "sign in"  # anonymous visitors are sent to /login?next=<the page>
+CATALOG = "catalog"  # anonymous visitors of the home page are sent to the public catalog
+REGISTER = "register"  # the confirmation page without a registration just made sends to the form
 #        page                       anonymous  researcher lab_manager finance admin
 EXPECTED = {
-    "/":                           (SIGN_IN, 200, 200, 200, 200),
+    "/":                           (CATALOG, 200, 200, 200, 200),
     "/account/profile":            (SIGN_IN, 200, 200, 200, 200),
     "/account/tokens":             (SIGN_IN, 200, 200, 200, 200),
     "/admin/users":                (SIGN_IN, 403, 403, 403, 200),
@@ -35,6 +53,21 @@ EXPECTED = {
     "/manage/facilities/{A}":      (SIGN_IN, 403, 200, 403, 200),
     "/manage/facilities/{B}":      (SIGN_IN, 403, 403, 403, 200),
     "/api/v1/me":                  (401, 200, 200, 200, 200),
+    "/imports":                    (SIGN_IN, 403, 200, 403, 200),
+    "/imports/templates/resources.xlsx":     (SIGN_IN, 403, 200, 403, 200),
+    "/imports/templates/resources.csv":      (SIGN_IN, 403, 200, 403, 200),
+    "/imports/templates/organisations.xlsx": (SIGN_IN, 403, 403, 403, 200),
+    "/imports/templates/users.csv":          (SIGN_IN, 403, 403, 403, 200),
+    "/resources":                  (200, 200, 200, 200, 200),  # the public catalog
+    "/register":                   (200, 200, 200, 200, 200),  # organisation self-registration
+    "/register/done":              (REGISTER, REGISTER, REGISTER, REGISTER, REGISTER),  # only after registering
+    "/admin/organisations#registrations": (SIGN_IN, 403, 403, 403, 200),  # the approval queue
+    "/reports/sharing":            (SIGN_IN, 403, 200, 200, 200),
+    "/reports/sharing?facility={B}": (SIGN_IN, 403, 403, 200, 200),  # B is not the lab manager's
+    "/reports/dashboard":          (SIGN_IN, 403, 200, 200, 200),
+    "/reports/sharing.csv":        (SIGN_IN, 403, 200, 200, 200),
+    "/reports/sharing/resources/{RB}/sessions": (SIGN_IN, 403, 403, 200, 200),
+    "/reports/sharing/resources/{RB}/charges":  (SIGN_IN, 403, 403, 200, 200),
 }
 assert set(EXPECTED) == set(PAGES)
 
@@ -48,9 +81,10 @@ class World:
     facility_b: int
     users: dict[str, User]
     tokens: dict[str, str]
+    resource_b: int = 0  # an instrument of facility B
 
     def path(self, page: str) -> str:
-        return page.format(A=self.facility_a, B=self.facility_b)
+        return page.format(A=self.facility_a, B=self.facility_b, RB=self.resource_b)
 
 
 @pytest.fixture
@@ -60,7 +94,9 @@ def world(db) -> World:
     facility_a = make_facility(db, managers=(users["lab_manager"],))
     facility_b = make_facility(db)
     tokens = {role: make_token(db, user)[1] for role, user in users.items()}
-    return World(facility_a.id, facility_b.id, users, tokens)
+    # retired, so that the home page's featured instruments do not name facility B; its figures stay reportable
+    resource_b = make_resource(db, facility=facility_b, status=ResourceStatus.RETIRED)
+    return World(facility_a.id, facility_b.id, users, tokens, resource_b.id)
 
 
 def open_page(client, auth, world: World, role: str, page_path: str):
@@ -80,7 +116,10 @@ def test_role_may_open_page(client, auth, world, role, page_path, expected):
     path = world.path(page_path)
     if expected == SIGN_IN:
         assert response.status_code == 302
-        assert response.headers["Location"] == f"/login?next={quote(path, safe='')}"
+        assert response.headers["Location"] == f"/login?next={quote(path.split('#')[0], safe='')}"
+    elif expected in (CATALOG, REGISTER):
+        assert response.status_code == 302
+        assert response.headers["Location"] == {CATALOG: "/resources", REGISTER: "/register"}[expected]
     elif page_path.startswith("/api/") and expected == 401:
         assert response.status_code == 401
         assert response.json["error"]["code"] == "unauthorized"

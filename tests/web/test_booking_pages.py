@@ -146,12 +146,12 @@ ROLES = ("anonymous", "researcher", "manager", "other_manager", "admin")
 SIGN_IN = "sign in"
 #   page                                          anonymous researcher manager other_manager admin
 PAGES = {
-    "/resources":                                 (SIGN_IN, 200, 200, 200, 200),
-    "/resources?q=电镜&date={day}&time_from=10:00&time_to=11:00": (SIGN_IN, 200, 200, 200, 200),
-    "/resources/{instrument}":                    (SIGN_IN, 200, 200, 200, 200),
-    "/resources/{pilot}?view=month":              (SIGN_IN, 200, 200, 200, 200),
-    "/resources/{instrument}/calendar?view=week&start={day}": (SIGN_IN, 200, 200, 200, 200),
-    "/resources/{missing}":                       (SIGN_IN, 404, 404, 404, 404),
+    "/resources":                                 (200, 200, 200, 200, 200),  # public
+    "/resources?q=电镜&date={day}&time_from=10:00&time_to=11:00": (200, 200, 200, 200, 200),
+    "/resources/{instrument}":                    (200, 200, 200, 200, 200),
+    "/resources/{pilot}?view=month":              (200, 200, 200, 200, 200),
+    "/resources/{instrument}/calendar?view=week&start={day}": (200, 200, 200, 200, 200),
+    "/resources/{missing}":                       (404, 404, 404, 404, 404),
     "/reservations":                              (SIGN_IN, 200, 200, 200, 200),
     "/reservations/{reservation}":                (SIGN_IN, 200, 200, 404, 200),
     "/reservations/{reservation}/edit":           (SIGN_IN, 200, 200, 404, 200),

@@ -9,20 +9,22 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
-from wtforms import BooleanField, EmailField, SelectChoice, SelectField, StringField, ValidationError
+from wtforms import BooleanField, EmailField, SelectChoice, SelectField, StringField, TextAreaField, ValidationError
 from wtforms.validators import DataRequired, Length
 
 from booking import facilities as facility_services
 from booking.hours import WEEKDAYS, parse_span
 from booking.models import Facility, Resource
-from core.accounts import services
-from core.accounts.models import Organisation, OrganisationKind, Role, User
-from core.errors import InvalidInput
+from core.accounts import registration, services
+from core.accounts.models import Organisation, OrganisationKind, OrganisationStatus, Role, User
+from core.accounts.registration import RegistrationDecided
+from core.errors import DomainError, InvalidInput, NotFound
 from core.regions import SICHUAN_CITIES
 from core.timeutil import DEFAULT_TIMEZONE
 from web.authz import roles_required
 from web.database import get_db
 from web.forms import apply_field_errors
+from web.i18n import error_text
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -42,6 +44,11 @@ class OrganisationForm(FlaskForm):
     tech_sme = BooleanField(_l("Tech-based SME (科技型中小企业)"))
 
 
+class RejectRegistrationForm(FlaskForm):
+    reason = TextAreaField(_l("Reason (the applicant reads it)"),
+                           validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
+
+
 @bp.get("/users")
 @roles_required(Role.ADMIN)
 def users():
@@ -50,15 +57,20 @@ def users():
     return render_template("admin/users.html", users=rows)
 
 
+def _organisation_form(**kwargs) -> OrganisationForm:
+    from web.templating import current_locale
+
+    form = OrganisationForm(**kwargs)
+    index = 1 if current_locale() == "en" else 0
+    form.city.choices = [SelectChoice(code, names[index]) for code, names in SICHUAN_CITIES.items()]
+    return form
+
+
 @bp.route("/organisations", methods=["GET", "POST"])
 @roles_required(Role.ADMIN)
 def organisations():
     db = get_db()
-    form = OrganisationForm()
-    from web.templating import current_locale
-
-    index = 1 if current_locale() == "en" else 0
-    form.city.choices = [SelectChoice(code, names[index]) for code, names in SICHUAN_CITIES.items()]
+    form = _organisation_form()
     status = 200
     if form.validate_on_submit():
         data = services.OrganisationData(name_zh=form.name_zh.data, name_en=form.name_en.data,
@@ -76,10 +88,65 @@ def organisations():
             return redirect(url_for(".organisations"))
     elif form.is_submitted():
         status = 422
+    return _organisations_page(db, form, status=status)
+
+
+def _organisations_page(db, form: OrganisationForm, *, status: int = 200, reject_forms: dict | None = None):
     user_counts = dict(db.execute(select(User.organisation_id, func.count()).group_by(User.organisation_id)).all())
-    rows = db.scalars(select(Organisation).order_by(Organisation.kind, Organisation.id)).all()
-    return render_template("admin/organisations.html", organisations=rows, form=form, kind_names=KIND_NAMES,
-                           user_counts=user_counts), status
+    rows = db.scalars(select(Organisation).where(Organisation.status != OrganisationStatus.PENDING)
+                      .order_by(Organisation.kind, Organisation.id)).all()
+    pending = registration.pending_registrations(db)
+    reject_forms = reject_forms or {}
+    return render_template(
+        "admin/organisations.html", organisations=rows, form=form, kind_names=KIND_NAMES, user_counts=user_counts,
+        pending=[(org, registration.applicants_of(db, org),
+                  reject_forms.get(org.id) or RejectRegistrationForm(formdata=None, prefix=f"reject-{org.id}"))
+                 for org in pending],
+        approve_form=FlaskForm(formdata=None), status_labels=STATUS_LABELS), status
+
+
+STATUS_LABELS = {OrganisationStatus.PENDING: _l("Waiting for approval"), OrganisationStatus.APPROVED: _l("Approved"),
+                 OrganisationStatus.REJECTED: _l("Rejected")}
+
+
+def _decision_failed(exc: DomainError):
+    get_db().rollback()
+    flash(error_text(exc), "danger")
+    return redirect(url_for(".organisations"))
+
+
+@bp.post("/organisations/<int:org_id>/approve")
+@roles_required(Role.ADMIN)
+def approve_organisation(org_id: int):
+    db = get_db()  # the form's CSRF token is checked by CSRFProtect before this runs
+    try:
+        org = registration.approve_registration(db, current_user, org_id)
+    except (RegistrationDecided, NotFound) as exc:
+        return _decision_failed(exc)
+    db.commit()
+    flash(_("“%(name)s” is approved; its users can sign in now and have been told by e-mail.",
+            name=org.name_zh), "success")
+    return redirect(url_for(".organisations"))
+
+
+@bp.post("/organisations/<int:org_id>/reject")
+@roles_required(Role.ADMIN)
+def reject_organisation(org_id: int):
+    db = get_db()
+    form = RejectRegistrationForm(prefix=f"reject-{org_id}")
+    if form.validate_on_submit():
+        try:
+            org = registration.reject_registration(db, current_user, org_id, form.reason.data)
+        except InvalidInput as exc:
+            db.rollback()
+            apply_field_errors(form, exc)
+        except (RegistrationDecided, NotFound) as exc:
+            return _decision_failed(exc)
+        else:
+            db.commit()
+            flash(_("“%(name)s” is rejected; the applicant has been told why by e-mail.", name=org.name_zh), "info")
+            return redirect(url_for(".organisations"))
+    return _organisations_page(db, _organisation_form(formdata=None), status=422, reject_forms={org_id: form})
 
 
 # --- facilities ------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def init_api(app: Flask) -> Api:
         billing,
         booking,
         devices,
+        imports,
         reports,
         telemetry,
         vouchers,

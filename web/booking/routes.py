@@ -7,7 +7,7 @@ import math
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -15,8 +15,17 @@ from sqlalchemy import select
 from booking import catalog, feeds, reservations, samples, waitlist
 from booking.categories import CATEGORY_NAMES
 from booking.errors import InvalidTransition, ReservationConflict, RuleViolation
-from booking.models import CalendarFeed, Facility, Qualification, Reservation, ReservationState, SampleRequest
+from booking.models import (
+    CalendarFeed,
+    Facility,
+    Qualification,
+    Reservation,
+    ReservationState,
+    ResourcePhoto,
+    SampleRequest,
+)
 from booking.permissions import can_manage_facility
+from booking.photos import photo_path
 from booking.reservations import BookingRequest
 from core.errors import DomainError, InvalidInput
 from core.regions import SICHUAN_CITIES
@@ -31,9 +40,11 @@ from web.booking.forms import (
     SampleRequestForm,
     choices,
 )
+from web.booking.prices import price_list
 from web.database import get_db
 from web.forms import apply_field_errors, safe_next
 from web.i18n import error_text, violation_text
+from web.photos import photo_dir
 from web.templating import category_name, current_locale
 
 bp = Blueprint("booking", __name__)
@@ -73,8 +84,8 @@ def _choice(field) -> str | None:
 
 
 @bp.get("/resources")
-@login_required
 def catalog_page():
+    """Public: anyone may browse and search, signed in or not."""
     db = get_db()
     form = CatalogForm(formdata=request.args)
     _catalog_choices(db, form)
@@ -111,7 +122,11 @@ def _calendar(resource, view: str | None, start: date | None, now: datetime) -> 
     view = view if view in ("week", "month") else ("month" if resource.books_whole_days else "week")
     day = start or now.astimezone(tz).date()
     db = get_db()
-    mine = {r.id for r in reservations.reservations_of(db, current_user, upcoming_only=True, now=now)}
+    # Signed-in users see their own bookings marked; everybody else's are free/busy only (the template shows
+    # names to the facility's managers alone). Anonymous visitors see free/busy only.
+    signed_in = current_user.is_authenticated
+    mine = ({r.id for r in reservations.reservations_of(db, current_user, upcoming_only=True, now=now)}
+            if signed_in else set())
     if view == "month":
         first = day.replace(day=1)
         grid_start, grid_end = calendar_view.month_grid(first)
@@ -124,26 +139,27 @@ def _calendar(resource, view: str | None, start: date | None, now: datetime) -> 
                                              calendar_view.local_day_start(monday + timedelta(days=7), tz))
         cal = calendar_view.week_view(resource, schedule, monday, now, mine=mine)
     return {"view": view, "cal": cal, "today": now.astimezone(tz).date(),
-            "is_manager": can_manage_facility(db, current_user, resource.facility_id)}
+            "is_manager": signed_in and can_manage_facility(db, current_user, resource.facility_id)}
 
 
 def _render_resource(resource, form: BookingForm, sample_form: SampleRequestForm, *, status: int = 200,
                      preview: dict | None = None, calendar_start: date | None = None):
     db, now = get_db(), _now()
     qualification = db.scalar(select(Qualification).where(Qualification.user_id == current_user.id,
-                                                          Qualification.resource_id == resource.id))
+                                                          Qualification.resource_id == resource.id)) \
+        if current_user.is_authenticated else None
     context = _calendar(resource, request.args.get("view"),
                         _parse_day(request.args.get("start")) or calendar_start or form.date.data, now)
     return render_template(
         "booking/resource.html", resource=resource, form=form, sample_form=sample_form, preview=preview,
         rules=texts.rule_lines(resource), hours=texts.hours_table(resource),
-        operation_note=texts.operation_note(resource),
+        operation_note=texts.operation_note(resource), prices=price_list(db, resource, now),
         qualification=qualification if qualification and qualification.valid_at(now) else None, **context), status
 
 
 @bp.get("/resources/<int:resource_id>")
-@login_required
 def resource_page(resource_id: int):
+    """Public: description, rules, prices and free/busy; the booking forms only for signed-in users."""
     resource = catalog.get_resource(get_db(), resource_id)
     prefill = {k: request.args[k] for k in ("date", "time_from", "time_to") if request.args.get(k)}
     form = BookingForm(formdata=request.args) if prefill else BookingForm(formdata=None)
@@ -151,12 +167,23 @@ def resource_page(resource_id: int):
 
 
 @bp.get("/resources/<int:resource_id>/calendar")
-@login_required
 def resource_calendar(resource_id: int):
     """The calendar partial (htmx swaps it when paging weeks or months)."""
     resource = catalog.get_resource(get_db(), resource_id)
     context = _calendar(resource, request.args.get("view"), _parse_day(request.args.get("start")), _now())
     return render_template("booking/_calendar.html", resource=resource, **context)
+
+
+@bp.get("/resources/<int:resource_id>/photos/<int:photo_id>")
+def resource_photo(resource_id: int, photo_id: int):
+    """A resource's photo, public like the page that shows it."""
+    photo = get_db().get(ResourcePhoto, photo_id)
+    if photo is None or photo.resource_id != resource_id:
+        abort(404)
+    path = photo_path(photo_dir(), photo)
+    if not path.is_file():
+        abort(404)
+    return send_file(path, mimetype=photo.content_type, max_age=86400)
 
 
 def _request_of(resource, form: BookingForm, window) -> BookingRequest:

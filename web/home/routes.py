@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
-from flask_login import current_user, login_required
+from flask import Blueprint, redirect, render_template, url_for
+from flask_login import current_user
 from sqlalchemy import func, select
 
 from booking.models import Facility, Resource, ResourceKind, ResourceStatus
@@ -17,8 +17,9 @@ bp = Blueprint("home", __name__)
 
 
 @bp.get("/")
-@login_required
 def index():
+    if not current_user.is_authenticated:  # visitors start at the public catalog
+        return redirect(url_for("booking.catalog_page"))
     db = get_db()
     user = current_user
     context: dict = {}
