@@ -472,6 +472,39 @@ def _add_to_heatmap(heatmap: list[list[int]], union: list[Interval], tz: ZoneInf
             cursor += step
 
 
+def _streams(db: Session, scope: ReportScope, lo: int, hi: int, now: int):
+    """The two ordered streams of a pass: every session that overlaps the range or a reservation due in it,
+    and every counted reservation such a session overlaps (so a session's best booking is always among them,
+    however long either is). Two aggregates find how far back and forward that reaches."""
+    counted = type_coerce(Reservation.state, String).in_([str(s) for s in COUNTED_STATES])
+    lo_dt, hi_dt = datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
+    earliest_due = db.scalar(_resource_filter(
+        select(func.min(epoch_seconds(Reservation.starts_at))).join(Resource, Reservation.resource_id == Resource.id)
+        .where(counted, Reservation.ends_at >= lo_dt, Reservation.starts_at < hi_dt), scope, Reservation.resource_id))
+    sessions_from = min(lo, earliest_due if earliest_due is not None else lo) * 1_000_000_000
+    in_reach = (UsageSession.start_ns < hi * 1_000_000_000,
+                or_(UsageSession.end_ns.is_(None), UsageSession.end_ns > sessions_from))
+    first_start, last_end = db.execute(_resource_filter(
+        select(func.min(UsageSession.start_ns), func.max(func.coalesce(UsageSession.end_ns, now * 1_000_000_000)))
+        .join(Device, UsageSession.device_pk == Device.id).join(Resource, Device.resource_id == Resource.id)
+        .where(*in_reach), scope, Device.resource_id)).one()
+    reservations_from = min(lo, first_start // 1_000_000_000 if first_start is not None else lo)
+    reservations_to = max(hi, last_end // 1_000_000_000 + 1 if last_end is not None else hi)
+    session_stmt = _resource_filter(
+        select(Device.resource_id, UsageSession.id, UsageSession.start_ns, UsageSession.end_ns)
+        .join(Device, UsageSession.device_pk == Device.id).join(Resource, Device.resource_id == Resource.id)
+        .where(*in_reach).order_by(Device.resource_id, UsageSession.start_ns), scope, Device.resource_id)
+    reservation_stmt = _resource_filter(
+        select(Reservation.resource_id, Reservation.id, epoch_seconds(Reservation.starts_at),
+               epoch_seconds(Reservation.ends_at), type_coerce(Reservation.state, String), Reservation.user_id,
+               Reservation.billed_org_id)
+        .join(Resource, Reservation.resource_id == Resource.id)
+        .where(counted, Reservation.starts_at < datetime.fromtimestamp(reservations_to, UTC),
+               Reservation.ends_at > datetime.fromtimestamp(reservations_from, UTC))
+        .order_by(Reservation.resource_id, Reservation.starts_at), scope, Reservation.resource_id)
+    return session_stmt, reservation_stmt
+
+
 def compute(db: Session, scope: ReportScope, *, now: datetime | None = None, heatmap: bool = False,
             progress: Callable[[int, int], None] | None = None) -> SharingReport:
     """Every resource's figures in `scope` and their total; `progress(done, total)` every 200 resources."""
@@ -481,23 +514,7 @@ def compute(db: Session, scope: ReportScope, *, now: datetime | None = None, hea
     lo = min(_bounds(scope, tz)[0] for tz in zones)
     hi = max(_bounds(scope, tz)[1] for tz in zones)
     ctx = _load_context(db, scope, lo, hi, now)
-    lo_ns, hi_ns = lo * 1_000_000_000, hi * 1_000_000_000
-    session_stmt = _resource_filter(
-        select(Device.resource_id, UsageSession.id, UsageSession.start_ns, UsageSession.end_ns)
-        .join(Device, UsageSession.device_pk == Device.id).join(Resource, Device.resource_id == Resource.id)
-        .where(UsageSession.start_ns < hi_ns, or_(UsageSession.end_ns.is_(None), UsageSession.end_ns > lo_ns))
-        .order_by(Device.resource_id, UsageSession.start_ns), scope, Device.resource_id)
-    # A reservation ending before the range can still own a session that runs into it: look a day back.
-    margin = timedelta(days=1)
-    lo_dt, hi_dt = datetime.fromtimestamp(lo, UTC) - margin, datetime.fromtimestamp(hi, UTC) + margin
-    reservation_stmt = _resource_filter(
-        select(Reservation.resource_id, Reservation.id, epoch_seconds(Reservation.starts_at),
-               epoch_seconds(Reservation.ends_at), type_coerce(Reservation.state, String), Reservation.user_id,
-               Reservation.billed_org_id)
-        .join(Resource, Reservation.resource_id == Resource.id)
-        .where(type_coerce(Reservation.state, String).in_([str(s) for s in COUNTED_STATES]),
-               Reservation.starts_at < hi_dt, Reservation.ends_at > lo_dt)
-        .order_by(Reservation.resource_id, Reservation.starts_at), scope, Reservation.resource_id)
+    session_stmt, reservation_stmt = _streams(db, scope, lo, hi, _epoch(now))
     sessions = _Cursor(_grouped(stream_rows(db, session_stmt, STREAM_BATCH)))
     reservations = _Cursor(_grouped(stream_rows(db, reservation_stmt, STREAM_BATCH)))
     grid = [[0] * 24 for _ in range(7)] if heatmap else None
@@ -573,18 +590,26 @@ def session_sources(db: Session, scope: ReportScope, resource_id: int, *, now: d
         return []
     lo, hi = _bounds(scope, row.timezone)
     ctx = _load_context(db, ReportScope(scope.start, scope.end, resource_ids=frozenset({resource_id})), lo, hi, now)
-    lo_dt, hi_dt = datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
+    sessions = db.execute(
+        select(UsageSession, Device.device_id).join(Device, UsageSession.device_pk == Device.id)
+        .where(Device.resource_id == resource_id, UsageSession.start_ns < hi * 1_000_000_000,
+               or_(UsageSession.end_ns.is_(None), UsageSession.end_ns > lo * 1_000_000_000))
+        .order_by(UsageSession.start_ns)).all()
+    if not sessions:
+        return []
+    # every reservation any of these sessions overlaps, in start order: the first of equal overlaps wins, as in
+    # compute()
+    span_from = datetime.fromtimestamp(min(s.start_ns for s, _ in sessions) // 1_000_000_000, UTC)
+    span_to = datetime.fromtimestamp(max(ctx.now if s.end_ns is None else s.end_ns // 1_000_000_000
+                                         for s, _ in sessions) + 1, UTC)
     reservations = [(_epoch(r.starts_at), _epoch(r.ends_at), r) for r in db.execute(
         select(Reservation.id, Reservation.starts_at, Reservation.ends_at, Reservation.user_id,
                Reservation.billed_org_id)
         .where(Reservation.resource_id == resource_id, Reservation.state.in_(COUNTED_STATES),
-               Reservation.starts_at < hi_dt + timedelta(days=1), Reservation.ends_at > lo_dt - timedelta(days=1)))]
+               Reservation.starts_at < span_to, Reservation.ends_at > span_from)
+        .order_by(Reservation.starts_at))]
     result = []
-    for session, device_id in db.execute(
-            select(UsageSession, Device.device_id).join(Device, UsageSession.device_pk == Device.id)
-            .where(Device.resource_id == resource_id, UsageSession.start_ns < hi * 1_000_000_000,
-                   or_(UsageSession.end_ns.is_(None), UsageSession.end_ns > lo * 1_000_000_000))
-            .order_by(UsageSession.start_ns)):
+    for session, device_id in sessions:
         start = session.start_ns // 1_000_000_000
         end = ctx.now if session.end_ns is None else session.end_ns // 1_000_000_000
         part = clipped(start, end, lo, hi)

@@ -37,15 +37,16 @@ def utc(*args) -> datetime:
 
 def build_year(db) -> dict:
     """The worked example of this module's docstring, flushed; returns its named rows."""
-    owner = make_organisation(db, kind=OrganisationKind.INSTITUTE)
+    owner = make_organisation(db, kind=OrganisationKind.INSTITUTE, name_zh="西南材料研究所", name_en="SW Materials")
     affiliate = make_organisation(db, kind=OrganisationKind.UNIVERSITY)
     db.add(Affiliation(organisation_id=owner.id, related_id=affiliate.id))
     enterprise = make_holder(db, kind=OrganisationKind.ENTERPRISE)
     academic = make_organisation(db, kind=OrganisationKind.UNIVERSITY)
-    manager = make_user(db, roles=(Role.LAB_MANAGER,))
-    facility = make_facility(db, owner=owner, opening_hours=WEEKDAYS, managers=(manager,))
-    r = make_resource(db, facility=facility, name_zh="扫描电镜R", model="R-1")
-    u = make_resource(db, facility=facility, name_zh="离心机U", model="U-1")
+    manager = make_user(db, roles=(Role.LAB_MANAGER,), name_zh="王经理")
+    facility = make_facility(db, owner=owner, opening_hours=WEEKDAYS, managers=(manager,), name_zh="分析测试中心",
+                             name_en="Analysis Centre", city="510100")
+    r = make_resource(db, facility=facility, name_zh="扫描电镜R", name_en="SEM R", model="R-1")
+    u = make_resource(db, facility=facility, name_zh="离心机U", name_en="Centrifuge U", model="U-1")
     make_rate_card(db, r)
     device = make_device(db, resource=r)
     users = {name: make_user(db, organisation=org) for name, org in

@@ -10,28 +10,21 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from openpyxl import load_workbook
 
-from billing import vouchers
-from billing.models import ChargeKind, ChargeLineKind, CustomerClass
-from booking.models import Facility, ReservationState, Resource
-from core.accounts.models import Affiliation, OrganisationKind, Role, User
-from tests.billing.factories import make_rate_card, make_usage_session
-from tests.billing.voucher_factories import make_charge, make_holder, make_programme, make_voucher
+from booking.models import Facility, Resource
+from core.accounts.models import Role, User
 from tests.factories import (
     PASSWORD,
-    make_blackout,
-    make_device,
     make_facility,
-    make_organisation,
-    make_reservation,
     make_resource,
     make_user,
 )
+from tests.reports import worked_example
 
 NOW = datetime(2027, 1, 10, tzinfo=UTC)
 WEEKDAYS = dict.fromkeys(("mon", "tue", "wed", "thu", "fri"), "08:00-18:00")
@@ -53,58 +46,11 @@ class Year:
 
 
 def build_year(db) -> Year:
-    """The worked year of tests/reports/test_sharing.py (R: 9.92 h effective, 4.42 h external, 44.54 %,
+    """The worked year of tests/reports/worked_example.py (R: 9.92 h effective, 4.42 h external, 44.54 %,
     ¥1,150.00 external income of which ¥500.00 by voucher; U unmetered: 2 h, both external), plus a facility
     of another lab manager with an instrument, and one user per role."""
-    owner = make_organisation(db, kind=OrganisationKind.INSTITUTE, name_zh="西南材料研究所", name_en="SW Materials")
-    affiliate = make_organisation(db, kind=OrganisationKind.UNIVERSITY)
-    db.add(Affiliation(organisation_id=owner.id, related_id=affiliate.id))
-    enterprise = make_holder(db, kind=OrganisationKind.ENTERPRISE)
-    academic = make_organisation(db, kind=OrganisationKind.UNIVERSITY)
-    manager = make_user(db, roles=(Role.LAB_MANAGER,), name_zh="王经理")
-    facility = make_facility(db, owner=owner, opening_hours=WEEKDAYS, managers=(manager,), name_zh="分析测试中心",
-                             name_en="Analysis Centre", city="510100")
-    r = make_resource(db, facility=facility, name_zh="扫描电镜R", name_en="SEM R", model="R-1")
-    u = make_resource(db, facility=facility, name_zh="离心机U", name_en="Centrifuge U", model="U-1")
-    make_rate_card(db, r)
-    device = make_device(db, resource=r)
-    users = {name: make_user(db, organisation=org) for name, org in
-             (("e", enterprise), ("o", owner), ("a", academic), ("p", affiliate))}
-
-    def booking(resource, user, start, end, state=ReservationState.COMPLETED):
-        return make_reservation(db, resource=resource, user=users[user], starts_at=start, ends_at=end, state=state,
-                                billed_org_id=users[user].organisation.id)
-
-    booking(r, "e", utc(2026, 3, 16, 1), utc(2026, 3, 16, 4))
-    make_usage_session(db, device, utc(2026, 3, 16, 1, 5), utc(2026, 3, 16, 4, 30))
-    booking(r, "o", utc(2026, 3, 17, 1), utc(2026, 3, 17, 3))
-    make_usage_session(db, device, utc(2026, 3, 17, 1), utc(2026, 3, 17, 2))
-    booking(r, "e", utc(2026, 3, 18, 1), utc(2026, 3, 18, 2), state=ReservationState.CONFIRMED)
-    make_usage_session(db, device, utc(2026, 3, 19, 6), utc(2026, 3, 19, 7))
-    s5 = make_usage_session(db, device, utc(2026, 3, 20, 6), utc(2026, 3, 20, 7))
-    booking(r, "p", utc(2026, 3, 23, 1), utc(2026, 3, 23, 3))
-    make_usage_session(db, device, utc(2026, 3, 23, 1), utc(2026, 3, 23, 3))
-    make_usage_session(db, device, utc(2025, 12, 31, 15), utc(2025, 12, 31, 17))
-    make_usage_session(db, device, utc(2026, 12, 31, 15, 30), None)
-    booking(r, "e", utc(2026, 5, 4, 1), utc(2026, 5, 4, 3), state=ReservationState.CANCELLED)
-    make_usage_session(db, device, utc(2025, 6, 2, 1), utc(2025, 6, 2, 3))
-    make_blackout(db, resource=r, starts_at=utc(2026, 3, 8, 16), ends_at=utc(2026, 3, 9, 16))
-    booking(u, "e", utc(2026, 4, 6, 1), utc(2026, 4, 6, 3))
-    booking(u, "o", utc(2026, 4, 7, 1), utc(2026, 4, 7, 3), state=ReservationState.CONFIRMED)
-
-    programme = make_programme(db)
-    voucher = make_voucher(db, programme, enterprise)
-    external_charge = make_charge(db, enterprise, r, service_date=date(2026, 3, 16))
-    vouchers.apply_voucher_to_charge(db, None, voucher.id, external_charge.id, on=date(2026, 3, 16))
-    make_charge(db, owner, r, service_date=date(2026, 3, 17), customer_class=CustomerClass.INTERNAL,
-                lines=((ChargeLineKind.USAGE, "100.00"),))
-    charged = make_charge(db, academic, r, service_date=date(2026, 3, 20), customer_class=CustomerClass.ACADEMIC,
-                          lines=((ChargeLineKind.USAGE, "200.00"),), usage_session_id=s5.id,
-                          user_id=users["a"].id)
-    make_charge(db, academic, r, service_date=date(2026, 3, 25), customer_class=CustomerClass.ACADEMIC,
-                lines=((ChargeLineKind.CREDIT, "-50.00"),), kind=ChargeKind.CREDIT_NOTE, credit_of_id=charged.id)
-    make_charge(db, enterprise, r, service_date=date(2027, 1, 4))  # next year's
-
+    example = worked_example.build_year(db)
+    r, u, facility, users, manager = (example[key] for key in ("r", "u", "facility", "users", "manager"))
     other_manager = make_user(db, roles=(Role.LAB_MANAGER,))
     other_facility = make_facility(db, managers=(other_manager,), city="510700", name_zh="绵阳分岛")
     other_resource = make_resource(db, facility=other_facility, name_zh="质谱仪X", name_en="Mass spectrometer X")
