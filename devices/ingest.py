@@ -21,7 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, insert, select, tuple_
+import orjson
+from sqlalchemy import Text, and_, any_, bindparam, cast, delete, inspect, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, lazyload
 
 from devices import usage
@@ -104,9 +106,50 @@ class _Obs:
         return (self.ts_ns, CAUSE_RANK[self.cause], self.state.value)
 
 
+_DEVICE = Device.__table__
+# what the ingest writes back to a device row (the rest of the row it only reads)
+_WRITTEN = ("state", "state_ts_ns", "state_cause", "state_detail", "last_seen_ns", "usage_tail")
+
+
+class DeviceRow:
+    """A locked device row as plain attributes (the names of Device's), read and written with Core statements:
+    building and flushing hundreds of ORM objects per batch was most of the ingest's time (bench/ingest.py)."""
+
+    __slots__ = ("_saved", "_tail_text", "debounce_s", "device_id", "enabled", "heartbeat_timeout_s", "id",
+                 "last_seen_ns", "power_threshold_w", "state", "state_cause", "state_detail", "state_ts_ns",
+                 "timeout_after", "usage_source", "usage_tail")
+
+    def __init__(self, row) -> None:
+        (self.id, self.device_id, self.enabled, self.usage_source, self.power_threshold_w, self.debounce_s,
+         self.heartbeat_timeout_s, self.state, self.state_ts_ns, self.state_cause, self.state_detail,
+         self.last_seen_ns, self._tail_text, *timeout_after) = row
+        # whether a heartbeat timeout of the device is later than the batch's oldest message (see _store)
+        self.timeout_after = bool(timeout_after and timeout_after[0])
+        # orjson, not the driver's json module: decoding the tail was a tenth of a batch's time
+        self.usage_tail = orjson.loads(self._tail_text) if self._tail_text is not None else None
+        self._saved = self._values()
+
+    def _values(self) -> tuple:
+        return (self.state, self.state_ts_ns, self.state_cause, self.state_detail, self.last_seen_ns,
+                id(self.usage_tail))
+
+    def changed(self) -> bool:
+        return self._values() != self._saved
+
+    def tail_text(self) -> str | None:
+        if id(self.usage_tail) == self._saved[-1]:
+            return self._tail_text
+        return None if self.usage_tail is None else orjson.dumps(self.usage_tail).decode()
+
+
+_READ = (_DEVICE.c.id, _DEVICE.c.device_id, _DEVICE.c.enabled, _DEVICE.c.usage_source, _DEVICE.c.power_threshold_w,
+         _DEVICE.c.debounce_s, _DEVICE.c.heartbeat_timeout_s, _DEVICE.c.state, _DEVICE.c.state_ts_ns,
+         _DEVICE.c.state_cause, _DEVICE.c.state_detail, _DEVICE.c.last_seen_ns, cast(_DEVICE.c.usage_tail, Text))
+
+
 @dataclass(slots=True)
 class _DeviceBatch:
-    device: Device
+    device: DeviceRow
     observations: list[_Obs] = field(default_factory=list)
     events: dict[str, EventIn] = field(default_factory=dict)
     samples: dict[int, SampleIn] = field(default_factory=dict)
@@ -126,8 +169,9 @@ def datetime_to_ns(moment: datetime) -> int:
 def apply_batch(db: Session, inbound: Sequence[Inbound], now_ns: int) -> BatchResult:
     """Apply the messages; marks each accepted one, dead-letters the rest. Flushes, does not commit."""
     result = BatchResult()
+    db.flush()  # the Core statements below do not autoflush the caller's pending ORM changes
     wanted = {m.device_id for m in inbound if m.reject_reason is None and m.device_id}
-    devices = _lock_devices(db, wanted)
+    devices = _lock_devices(db, wanted, _oldest(inbound))
     batches: dict[int, _DeviceBatch] = {}
     for message in inbound:
         device = devices.get(message.device_id or "") if message.reject_reason is None else None
@@ -161,9 +205,7 @@ def sweep_heartbeats(db: Session, now_ns: int) -> BatchResult:
         select(Device.id).where(Device.enabled, (Device.state != LiveState.OFFLINE) | Device.id.in_(with_open),
                                 Device.last_seen_ns.is_not(None))
     ).all()
-    candidates = db.scalars(
-        select(Device).where(Device.id.in_(silent)).order_by(Device.id).with_for_update(of=Device)
-    ).all() if silent else []
+    candidates = _lock_rows(db, _DEVICE.c.id.in_(silent)) if silent else []
     batches = []
     for device in candidates:
         if (device.state == LiveState.OFFLINE and device.id not in with_open) or device.last_seen_ns is None:
@@ -182,15 +224,75 @@ def sweep_heartbeats(db: Session, now_ns: int) -> BatchResult:
 # --- collecting -------------------------------------------------------------------------------------
 
 
-def _lock_devices(db: Session, device_ids: Iterable[str]) -> dict[str, Device]:
+def _lock_devices(db: Session, device_ids: Iterable[str], oldest_ns: int | None) -> dict[str, DeviceRow]:
     ids = sorted(set(device_ids))
     if not ids:
         return {}
-    rows = db.scalars(
-        select(Device).options(lazyload(Device.resource))  # the batch never needs the resource: skip the join
-        .where(Device.device_id.in_(ids)).order_by(Device.id).with_for_update(of=Device)
-    ).all()
-    return {d.device_id: d for d in rows}
+    return {d.device_id: d for d in _lock_rows(db, _one_of(db, _DEVICE.c.device_id, ids), oldest_ns)}
+
+
+def _oldest(inbound: Sequence[Inbound]) -> int | None:
+    """The oldest timestamp in the messages, accepted or not: a lower bound of the batch's oldest activity."""
+    times = [s.ts_ns for m in inbound if m.reject_reason is None for s in m.samples]
+    times += [m.status.ts_ns for m in inbound if m.reject_reason is None and m.status is not None]
+    times += [m.event.ts_ns for m in inbound if m.reject_reason is None and m.event is not None]
+    return min(times, default=None)
+
+
+def _one_of(db: Session, column, values: list):
+    """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter instead of one per value, whose
+    expansion cost SQLAlchemy about 10 ms for 500 values (bench/ingest.py profile)."""
+    if db.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
+def _lock_rows(db: Session, where, timeouts_after_ns: int | None = None) -> list[DeviceRow]:
+    columns = _READ
+    if timeouts_after_ns is not None:
+        columns += (select(StateObservation.id).where(
+            StateObservation.device_pk == _DEVICE.c.id, StateObservation.cause == StateCause.HEARTBEAT,
+            StateObservation.ts_ns > timeouts_after_ns).exists(),)
+    statement = select(*columns).where(where).order_by(_DEVICE.c.id).with_for_update(of=_DEVICE)
+    return [DeviceRow(row) for row in db.execute(statement)]
+
+
+# PostgreSQL: the batch's rows as one JSON document (orjson writes it in C; the server unpacks it with
+# json_to_recordset), so one short statement, prepared after a few batches, carries them all. A statement with a
+# placeholder per value, or array parameters, cost more in the driver to build than the server took to run.
+_PG_UPDATE_DEVICES = text(
+    f"UPDATE {_DEVICE.name} SET state = v.state, state_ts_ns = v.state_ts_ns, state_cause = v.state_cause, "  # noqa: S608
+    "state_detail = v.state_detail, last_seen_ns = v.last_seen_ns, usage_tail = v.usage_tail "
+    "FROM json_to_recordset(CAST(:rows AS JSON)) AS v(id INTEGER, state VARCHAR, state_ts_ns BIGINT, "
+    "state_cause VARCHAR, state_detail VARCHAR, last_seen_ns BIGINT, usage_tail JSON) "
+    f"WHERE {_DEVICE.name}.id = v.id")
+_PG_INSERT_SAMPLES = text(
+    f"INSERT INTO {DeviceSample.__tablename__} (device_pk, ts_ns, power_w) "  # noqa: S608
+    "SELECT device_pk, ts_ns, power_w FROM json_to_recordset(CAST(:rows AS JSON)) "
+    "AS v(device_pk INTEGER, ts_ns BIGINT, power_w DOUBLE PRECISION) ON CONFLICT DO NOTHING RETURNING device_pk, ts_ns")
+
+
+def _write_devices(db: Session, devices: Iterable[DeviceRow]) -> None:
+    """One UPDATE for the rows that changed; ORM copies of them the caller holds are expired so they read the
+    new values."""
+    changed = [d for d in devices if d.changed()]
+    if not changed:
+        return
+    if db.get_bind().dialect.name == "postgresql":
+        rows = [{"id": d.id, "state": d.state, "state_ts_ns": d.state_ts_ns, "state_cause": d.state_cause,
+                 "state_detail": d.state_detail, "last_seen_ns": d.last_seen_ns, "usage_tail": d.usage_tail}
+                for d in changed]
+        db.execute(_PG_UPDATE_DEVICES, {"rows": orjson.dumps(rows).decode()})  # enums are StrEnums: their values
+    else:
+        values = {name: bindparam(f"w_{name}", type_=_DEVICE.c[name].type) for name in _WRITTEN[:-1]}
+        values["usage_tail"] = bindparam("w_usage_tail", type_=Text)
+        db.execute(update(_DEVICE).where(_DEVICE.c.id == bindparam("w_id")).values(values),
+                   [{"w_id": d.id, **{f"w_{name}": getattr(d, name) for name in _WRITTEN[:-1]},
+                     "w_usage_tail": d.tail_text()} for d in changed])
+    ids = {d.id for d in changed}
+    for obj in list(db.identity_map.values()):
+        if isinstance(obj, Device) and inspect(obj).identity[0] in ids:
+            db.expire(obj)
 
 
 def _collect(batch: _DeviceBatch, message: Inbound) -> None:
@@ -216,19 +318,12 @@ def _collect(batch: _DeviceBatch, message: Inbound) -> None:
 
 def _store(db: Session, batches: Iterable[_DeviceBatch], result: BatchResult) -> None:
     batches = list(batches)
-    new_obs, new_events, new_samples = _new_rows(db, batches)
-    if new_obs:
-        db.execute(insert(StateObservation), new_obs)
-    if new_events:
-        db.execute(insert(DeviceEvent), new_events)
-    if new_samples:
-        db.execute(insert(DeviceSample), new_samples)
+    _insert_new_rows(db, batches)
     all_items = [_new_items(batch) for batch in batches]
-    # Performance (bench/ingest.py): one query for the whole batch says which devices have a heartbeat timeout
-    # at all after this batch's oldest activity; only those need _undo_timeouts' per-device query (which, with
-    # the autoflush of the device row it triggered, was about half the time of a batch of 500 messages).
-    oldest = min((i.ts_ns for items in all_items for i in items if i.is_activity), default=None)
-    timed_out = set() if oldest is None else _devices_with_timeouts_after(db, [b.device.id for b in batches], oldest)
+    # Performance (bench/ingest.py): the query that locks the devices also says which have a heartbeat timeout
+    # at all after the batch's oldest message (timeout_after); only those need _undo_timeouts' per-device query
+    # (which, with the autoflush of the device row it triggered, was about half the time of a batch).
+    replacements: list[tuple[DeviceRow, list[usage.Session], int | None]] = []
     for batch, items in zip(batches, all_items, strict=True):
         device = batch.device
         activity = [i.ts_ns for i in items if i.is_activity]
@@ -237,53 +332,64 @@ def _store(db: Session, batches: Iterable[_DeviceBatch], result: BatchResult) ->
             newest = max(activity)
             if device.last_seen_ns is None or newest > device.last_seen_ns:
                 device.last_seen_ns = newest
-            forced = device.id in timed_out and _undo_timeouts(db, device, activity)
+            forced = device.timeout_after and _undo_timeouts(db, device, activity)
         before = device.state
         _update_state(db, device, batch.observations, recompute=forced)
         if device.state != before:
             result.state_changes.append((device.device_id, device.state.value))
         if items or forced:
-            _update_sessions(db, device, items, forced)
+            replacement = _update_sessions(db, device, items, forced)
+            if replacement is not None:
+                replacements.append((device, *replacement))
+    _replace_sessions(db, replacements)
+    _write_devices(db, (b.device for b in batches))
 
 
-def _new_rows(db: Session, batches: list[_DeviceBatch]) -> tuple[list[dict], list[dict], list[dict]]:
-    """The rows not stored yet: a redelivered message's rows are already there (its device is locked, so
-    nobody else can be inserting them now)."""
-    obs_keys = {(b.device.id, o.ts_ns, o.cause.value) for b in batches for o in b.observations}
-    event_keys = {(b.device.id, e) for b in batches for e in b.events}
-    sample_keys = {(b.device.id, ts) for b in batches for ts in b.samples}
-    seen_obs = _existing(db, (StateObservation.device_pk, StateObservation.ts_ns, StateObservation.cause), obs_keys)
-    seen_events = _existing(db, (DeviceEvent.device_pk, DeviceEvent.event_id), event_keys)
-    seen_samples = _existing(db, (DeviceSample.device_pk, DeviceSample.ts_ns), sample_keys)
+_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def _insert_new_rows(db: Session, batches: list[_DeviceBatch]) -> None:
+    """Insert the batch's observations, events and samples, and keep in each device's batch only those that were
+    not stored yet (a redelivered message's rows are already there). ON CONFLICT DO NOTHING … RETURNING tells
+    which in the statement that inserts them, instead of a query per table before; the device is locked, so
+    nobody else can be inserting its rows now."""
     obs_rows, event_rows, sample_rows = [], [], []
     for b in batches:
         pk = b.device.id
-        fresh_obs = []
+        unique: dict[tuple, _Obs] = {}
         for o in b.observations:
-            key = (pk, o.ts_ns, o.cause.value)
-            if key not in seen_obs:
-                seen_obs.add(key)
-                fresh_obs.append(o)
-                obs_rows.append({"device_pk": pk, "ts_ns": o.ts_ns, "state": o.state, "cause": o.cause,
-                                 "detail": o.detail})
-        b.observations = fresh_obs
-        b.events = {k: e for k, e in b.events.items() if (pk, k) not in seen_events}
+            unique.setdefault((o.ts_ns, o.cause), o)  # the first of a batch's twins wins, as with redelivery
+        b.observations = list(unique.values())
+        obs_rows += [{"device_pk": pk, "ts_ns": o.ts_ns, "state": o.state, "cause": o.cause, "detail": o.detail}
+                     for o in b.observations]
         event_rows += [{"device_pk": pk, "event_id": e.event_id, "ts_ns": e.ts_ns, "type": e.type,
                         "run_id": e.run_id, "operator": e.operator, "samples": e.samples, "detail": e.detail}
                        for e in b.events.values()]
-        b.samples = {ts: s for ts, s in b.samples.items() if (pk, ts) not in seen_samples}
         sample_rows += [{"device_pk": pk, "ts_ns": s.ts_ns, "power_w": s.power_w} for s in b.samples.values()]
-    return obs_rows, event_rows, sample_rows
+    new_obs = _insert_missing(db, StateObservation.__table__, obs_rows, ("device_pk", "ts_ns", "cause"))
+    new_events = _insert_missing(db, DeviceEvent.__table__, event_rows, ("device_pk", "event_id"))
+    if sample_rows and db.get_bind().dialect.name == "postgresql":
+        found = db.execute(_PG_INSERT_SAMPLES, {"rows": orjson.dumps(sample_rows).decode()})
+        new_samples = {tuple(row) for row in found}
+    else:
+        new_samples = _insert_missing(db, DeviceSample.__table__, sample_rows, ("device_pk", "ts_ns"))
+    for b in batches:
+        pk = b.device.id
+        if b.observations:
+            b.observations = [o for o in b.observations if (pk, o.ts_ns, o.cause.value) in new_obs]
+        if b.events:
+            b.events = {k: e for k, e in b.events.items() if (pk, k) in new_events}
+        if b.samples:
+            b.samples = {ts: s for ts, s in b.samples.items() if (pk, ts) in new_samples}
 
 
-def _existing(db: Session, columns: tuple, keys: set[tuple]) -> set[tuple]:
-    found: set[tuple] = set()
-    keys_list = sorted(keys)
-    for start in range(0, len(keys_list), 500):
-        chunk = keys_list[start:start + 500]
-        rows = db.execute(select(*columns).where(tuple_(*columns).in_(chunk))).all()
-        found.update(tuple(str(v) if isinstance(v, StateCause) else v for v in row) for row in rows)
-    return found
+def _insert_missing(db: Session, table, rows: list[dict], key: tuple[str, ...]) -> set[tuple]:
+    """Insert the rows whose unique key is not taken yet; the keys of those inserted."""
+    if not rows:
+        return set()
+    statement = _INSERT[db.get_bind().dialect.name](table).on_conflict_do_nothing()
+    inserted = db.execute(statement.returning(*(table.c[k] for k in key)), rows)
+    return {tuple(str(v) if isinstance(v, StateCause) else v for v in row) for row in inserted}
 
 
 def _new_items(batch: _DeviceBatch) -> list[Item]:
@@ -299,18 +405,7 @@ def _new_items(batch: _DeviceBatch) -> list[Item]:
     return items
 
 
-def _devices_with_timeouts_after(db: Session, device_pks: list[int], after_ns: int) -> set[int]:
-    """The devices among `device_pks` with a heartbeat timeout later than `after_ns` (a superset of those
-    whose timeouts _undo_timeouts may find)."""
-    found: set[int] = set()
-    for start in range(0, len(device_pks), 500):
-        found.update(db.scalars(select(StateObservation.device_pk).distinct().where(
-            StateObservation.device_pk.in_(device_pks[start:start + 500]),
-            StateObservation.cause == StateCause.HEARTBEAT, StateObservation.ts_ns > after_ns)))
-    return found
-
-
-def _undo_timeouts(db: Session, device: Device, activity: list[int]) -> bool:
+def _undo_timeouts(db: Session, device: DeviceRow, activity: list[int]) -> bool:
     """Delete heartbeat timeouts a late message shows were wrong (it fell inside the silence). True when
     any was deleted: the state and the sessions must then be re-derived."""
     timeout_ns = device.heartbeat_timeout_s * NS
@@ -332,7 +427,7 @@ def _inside_silence(db: Session, observation_id: int, activity: list[int], timeo
     return ts is not None and any(t < ts <= t + timeout_ns for t in activity)
 
 
-def _update_state(db: Session, device: Device, observations: list[_Obs], *, recompute: bool) -> None:
+def _update_state(db: Session, device: DeviceRow, observations: list[_Obs], *, recompute: bool) -> None:
     current = None
     if device.state_ts_ns is not None and device.state_cause is not None and not recompute:
         current = _Obs(device.state_ts_ns, device.state, device.state_cause, device.state_detail)
@@ -356,7 +451,7 @@ def _newest_stored(db: Session, device_pk: int) -> _Obs | None:
 # --- usage sessions ---------------------------------------------------------------------------------
 
 
-def config_of(device: Device) -> usage.Config:
+def config_of(device: Device | DeviceRow) -> usage.Config:
     source = UsageSource(device.usage_source).value
     return usage.Config(
         source=source,
@@ -370,11 +465,16 @@ def config_of(device: Device) -> usage.Config:
 # with the items since, so an item that arrives a little late (two workers on one shared subscription split a
 # device's messages between them) is merged in memory instead of re-derived from the database. The window
 # holds HISTORY to 2 × HISTORY items: folding happens once every HISTORY items, so replaying is amortised.
-# Eight is plenty for two or three workers (a late item is one or two items late) and keeps the row small.
-HISTORY = 8
+# With two workers a device's items are usually one or two late, but whenever one worker falls behind the
+# other by more than the window, its items take the (slow) database path and it falls further behind: with 8
+# the two-worker benchmark collapsed to a fifth of one worker's rate; 16 holds (bench/results/ingest.txt)
+# while keeping the row small enough for one worker.
+HISTORY = 16
 
 
-def _update_sessions(db: Session, device: Device, items: list[Item], forced: bool) -> None:
+def _update_sessions(db: Session, device: DeviceRow, items: list[Item],
+                     forced: bool) -> tuple[list[usage.Session], int | None] | None:
+    """The device's sessions from (the stored start of) `from_ns` on, when they changed."""
     config = config_of(device)
     items.sort(key=_sort_key)
     tail = device.usage_tail if device.usage_tail and "cur" in device.usage_tail else None
@@ -382,8 +482,7 @@ def _update_sessions(db: Session, device: Device, items: list[Item], forced: boo
         # (no tail at all: every item ever stored for the device came through here and set one, so none was)
         base_key = tuple(tail["base_key"]) if tail is not None and tail["base_key"] is not None else None
         if base_key is None or _sort_key(items[0]) > base_key:
-            _merge_in_memory(db, device, config, tail, items)
-            return
+            return _merge_in_memory(device, config, tail, items)
     # late beyond the window (or a heartbeat timeout undone): re-derive from a restart point in the database
     restart = _restart_point(db, device, config, items[0].ts_ns)
     if restart is None:
@@ -400,33 +499,38 @@ def _update_sessions(db: Session, device: Device, items: list[Item], forced: boo
         state = _state_of(machine)
         device.usage_tail = {"base": state, "base_key": list(_sort_key(feed[-1])), "items": [], "cur": state,
                              "ts": feed[-1].ts_ns, "open": machine.open is not None}
-    _replace_sessions(db, device, machine.finish(), replace_from)
+    return machine.finish(), replace_from
 
 
-def _merge_in_memory(db: Session, device: Device, config: usage.Config, tail: dict | None,
-                     new: list[Item]) -> None:
+def _merge_in_memory(device: DeviceRow, config: usage.Config, tail: dict | None,
+                     new: list[Item]) -> tuple[list[usage.Session], int] | None:
     base = tail["base"] if tail is not None else None
     base_key = tail["base_key"] if tail is not None else None
-    history = [_item_of(raw) for raw in tail["items"]] if tail is not None else []
-    if not history or _sort_key(new[0]) > _sort_key(history[-1]):
+    # the window stays in its stored form unless a late item must be sorted in: most batches only append
+    window = tail["items"] if tail is not None else []
+    merged: list[Item] | None = None
+    if not window or _sort_key(new[0]) > _sort_key(_item_of(window[-1])):
         # in order: carry on from the current state with just the new items
         before = _machine_at(config, tail["cur"] if tail is not None else None, []).finish()
         machine = _machine_at(config, tail["cur"] if tail is not None else None, new)
-        merged = history + new
+        window = window + [_raw(i) for i in new]
     else:
+        history = [_item_of(raw) for raw in window]
         before = _machine_at(config, base, history).finish()
         merged = sorted(history + new, key=_sort_key)
         machine = _machine_at(config, base, merged)
+        window = [_raw(i) for i in merged]
     after = machine.finish()
-    if len(merged) > 2 * HISTORY:
-        fold = len(merged) - HISTORY
-        base = _state_of(_machine_at(config, base, merged[:fold]))
-        base_key, merged = list(_sort_key(merged[fold - 1])), merged[fold:]
-    device.usage_tail = {"base": base, "base_key": base_key, "items": [_raw(i) for i in merged],
-                         "cur": _state_of(machine), "ts": merged[-1].ts_ns, "open": machine.open is not None}
+    if len(window) > 2 * HISTORY:
+        fold = len(window) - HISTORY
+        folded = merged[:fold] if merged is not None else [_item_of(raw) for raw in window[:fold]]
+        base = _state_of(_machine_at(config, base, folded))
+        base_key, window = list(_sort_key(folded[-1])), window[fold:]
+    device.usage_tail = {"base": base, "base_key": base_key, "items": window,
+                         "cur": _state_of(machine), "ts": window[-1][0], "open": machine.open is not None}
     if len(before) == len(after) and all(x.same_as(y) for x, y in zip(before, after, strict=True)):
-        return  # nothing changed: still idle, or the open session simply goes on
-    _replace_sessions(db, device, after, min(s.start_ns for s in before + after))
+        return None  # nothing changed: still idle, or the open session simply goes on
+    return after, min(s.start_ns for s in before + after)
 
 
 def _machine_at(config: usage.Config, base: dict | None, items: list[Item]) -> usage.Machine:
@@ -463,7 +567,7 @@ def _session_of(row: UsageSession) -> usage.Session:
                          row.start_decided_ns, row.end_decided_ns)
 
 
-def _restart_point(db: Session, device: Device, config: usage.Config,
+def _restart_point(db: Session, device: DeviceRow, config: usage.Config,
                    before_ns: int | None) -> tuple[Item, UsageSession | None] | None:
     """The newest item before `before_ns` after which the machine's state is known from the stored
     sessions, with the session open right after it; None: derive from the beginning."""
@@ -475,7 +579,7 @@ def _restart_point(db: Session, device: Device, config: usage.Config,
         for item in candidates:
             if not usage.is_restart_point(config, item):
                 continue
-            row = db.scalar(select(UsageSession).where(
+            row = db.scalar(select(UsageSession).options(lazyload(UsageSession.device)).where(
                 UsageSession.device_pk == device.id, UsageSession.start_ns <= item.ts_ns,
             ).order_by(UsageSession.start_ns.desc()).limit(1))
             phase = usage.phase_after(_session_of(row) if row is not None else None, item.ts_ns)
@@ -489,7 +593,7 @@ def _restart_point(db: Session, device: Device, config: usage.Config,
         limit *= 4
 
 
-def load_items(db: Session, device: Device, *, since_ns: int | None = None, before_ns: int | None = None,
+def load_items(db: Session, device: DeviceRow, *, since_ns: int | None = None, before_ns: int | None = None,
                newest_first: int | None = None) -> list[Item]:
     """The device's observations as machine items: oldest first, or the newest `newest_first` ones (newest
     first) before `before_ns`."""
@@ -524,23 +628,31 @@ def load_items(db: Session, device: Device, *, since_ns: int | None = None, befo
     return items[:newest_first] if newest_first is not None else items
 
 
-def _replace_sessions(db: Session, device: Device, derived: list[usage.Session], from_ns: int | None) -> None:
-    query = select(UsageSession).where(UsageSession.device_pk == device.id)
-    if from_ns is not None:
-        query = query.where(UsageSession.start_ns >= from_ns)
-    stored = {row.start_ns: row for row in db.scalars(query)}
-    for session in derived:
-        row = stored.pop(session.start_ns, None)
-        if row is not None and _session_of(row).same_as(session):
-            continue
-        if row is None:
-            row = UsageSession(device_pk=device.id, start_ns=session.start_ns)
-            db.add(row)
-        row.end_ns, row.truncated = session.end_ns, session.truncated
-        row.started_at = ns_to_datetime(session.start_ns)
-        row.ended_at = ns_to_datetime(session.end_ns) if session.end_ns is not None else None
-        row.run_id, row.operator, row.samples = session.run_id, session.operator, session.samples
-        row.start_decided_ns, row.end_decided_ns = session.start_decided_ns, session.end_decided_ns
+def _replace_sessions(db: Session, replacements: list[tuple[DeviceRow, list[usage.Session], int | None]]) -> None:
+    """Store each device's derived sessions in place of those stored from `from_ns` on (all when None): one
+    query and one flush for the batch, not one of each per device."""
+    if not replacements:
+        return
+    wanted = [UsageSession.device_pk == device.id if from_ns is None else
+              and_(UsageSession.device_pk == device.id, UsageSession.start_ns >= from_ns)
+              for device, _derived, from_ns in replacements]
+    stored: dict[tuple[int, int], UsageSession] = {}
+    for start in range(0, len(wanted), 100):  # SQLite limits the depth of an expression (a chain of ORs)
+        stored.update(((row.device_pk, row.start_ns), row) for row in db.scalars(
+            select(UsageSession).options(lazyload(UsageSession.device)).where(or_(*wanted[start:start + 100]))))
+    for device, derived, _from_ns in replacements:
+        for session in derived:
+            row = stored.pop((device.id, session.start_ns), None)
+            if row is not None and _session_of(row).same_as(session):
+                continue
+            if row is None:
+                row = UsageSession(device_pk=device.id, start_ns=session.start_ns)
+                db.add(row)
+            row.end_ns, row.truncated = session.end_ns, session.truncated
+            row.started_at = ns_to_datetime(session.start_ns)
+            row.ended_at = ns_to_datetime(session.end_ns) if session.end_ns is not None else None
+            row.run_id, row.operator, row.samples = session.run_id, session.operator, session.samples
+            row.start_decided_ns, row.end_decided_ns = session.start_decided_ns, session.end_decided_ns
     for row in stored.values():
         db.delete(row)
     db.flush()

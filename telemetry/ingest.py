@@ -8,6 +8,13 @@ anywhere before the acknowledgement makes the broker deliver it again, which cha
 
 - QoS 1, persistent session (MQTT 5: clean start off + session expiry; 3.1.1: clean session off), and a
   receive window (MQTT 5 Receive Maximum) the size of a batch, so the broker keeps the backlog.
+- Two stages: the processing thread parses and commits a batch, the storing thread writes its points to the
+  time-series store (or spool) and then acknowledges it, so a batch is acknowledged only after both, and
+  batches reach the time-series store in the order they were committed. With a window of one batch the
+  stages overlap little; a window of two batches made one worker faster (bench/ingest.py) but let one of two
+  workers on a shared subscription fall behind the other: each then held a device's messages more than
+  devices.ingest.HISTORY items late, every one re-derived from the database, and two workers ran at a
+  fifth of one. So the window stays one batch until late items are cheap.
 - A shared subscription (`$share/labshare-ingest/...`) lets several workers split the load.
 - Acknowledgements belong to one connection: after a reconnect the broker redelivers what was not
   acknowledged, and acknowledgements for the old connection's packet ids are dropped (acknowledging a
@@ -74,6 +81,11 @@ class IngestConfig:
             raise ValueError("batch size must be between 1 and 65535 (MQTT 5 Receive Maximum)")
 
     @property
+    def receive_maximum(self) -> int:
+        """One batch (see the module docstring for why not two)."""
+        return self.batch_size
+
+    @property
     def topic_filter(self) -> str:
         own = f"{self.prefix.rstrip('/')}/#"
         return f"$share/{SHARE_GROUP}/{own}" if self.shared else own
@@ -89,13 +101,16 @@ class Received:
     retain: bool
     received_ns: int
     generation: int  # which connection delivered it (acks belong to that connection)
+    # parsed on receipt, in the network thread, while the processing thread waits for the database; used by
+    # a batch's first attempt only (apply_batch marks the Inbound, so a retry parses afresh)
+    parsed: tuple[Inbound, list[Point]] | None = None
 
 
 @dataclass(slots=True)
 class _Pending:
     messages: list[Received]
     points: list[Point] | None = None  # set once the relational part is committed
-    attempts: int = 0
+    attempts: int = 0  # of the stage that has it
     started: float = field(default_factory=time.monotonic)
 
 
@@ -113,7 +128,10 @@ class IngestWorker:
         self._connected = threading.Event()
         self._generation = 0
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # processing: parse, relational store
+        self._writer: threading.Thread | None = None  # storing: time-series store or spool, then acknowledge
+        self._committed: queue.Queue[_Pending] = queue.Queue(maxsize=1)
+        self._processing_done = threading.Event()
         self._last_sweep = 0.0
         self.client = self._make_client()
 
@@ -173,15 +191,20 @@ class IngestWorker:
         except UnicodeDecodeError:
             topic = None
         self.metrics.messages_in.inc()
-        self._queue.put(Received(topic, raw_topic, message.payload, message.qos, message.mid, message.retain,
-                                 time.time_ns(), self._generation))
+        received = Received(topic, raw_topic, message.payload, message.qos, message.mid, message.retain,
+                            time.time_ns(), self._generation)
+        try:
+            received.parsed = self._inbound(received)
+        except Exception:  # nothing may escape into the network thread: the processing thread parses it again
+            received.parsed = None
+        self._queue.put(received)
 
     def _connect_properties(self) -> Properties | None:
         if self.config.protocol != 5:
             return None
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.config.session_expiry_s
-        properties.ReceiveMaximum = self.config.batch_size
+        properties.ReceiveMaximum = self.config.receive_maximum
         return properties
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -192,6 +215,8 @@ class IngestWorker:
         default_port = 8883 if url.scheme == "mqtts" else 1883
         self.client.connect_async(url.hostname, url.port or default_port, keepalive=self.config.keepalive_s, **kwargs)
         self.client.loop_start()
+        self._writer = threading.Thread(target=self._store_loop, name="labshare-ingest-store", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._run, name="labshare-ingest", daemon=True)
         self._thread.start()
 
@@ -202,8 +227,10 @@ class IngestWorker:
         """Finish the batch in hand and the messages already received, acknowledge them, disconnect."""
         self._stop_ns = time.time_ns()
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in (self._thread, self._writer):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -217,24 +244,58 @@ class IngestWorker:
     # --- processing -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            pending: _Pending | None = None
+            while True:
+                if pending is None:
+                    batch = self._take_batch()
+                    if batch:
+                        pending = _Pending(batch)
+                    elif self._stop.is_set():
+                        return  # drained: the storing thread acknowledges what was handed over
+                if pending is not None:
+                    if self._commit(pending):
+                        if not self._hand_over(pending):
+                            return  # the storing thread gave up (stopping, stores down): the broker redelivers
+                        pending = None
+                    elif self._back_off(pending):
+                        return  # stopping and the database stays down: the broker keeps the messages
+                self._maybe_sweep()
+        finally:
+            self._processing_done.set()
+
+    def _hand_over(self, pending: _Pending) -> bool:
+        pending.attempts = 0
+        while True:
+            try:
+                self._committed.put(pending, timeout=0.2)  # waits while the storing thread is behind
+                return True
+            except queue.Full:
+                if self._writer is None or not self._writer.is_alive():
+                    return False
+
+    def _store_loop(self) -> None:
         pending: _Pending | None = None
         while True:
             if pending is None:
-                batch = self._take_batch()
-                if batch:
-                    pending = _Pending(batch)
-                elif self._stop.is_set():
-                    return  # drained: everything received before stop() is acknowledged
-            if pending is not None:
-                if self._process(pending):
-                    pending = None
-                else:
-                    pending.attempts += 1
-                    delay = min(self.config.retry_max_s, 0.2 * 2 ** min(pending.attempts, 8))
-                    if self._stop.wait(delay) and pending.attempts > 3:
-                        return  # stopping and the stores stay down: the broker keeps the messages
-            self._maybe_sweep()
-            self._replay_spool()
+                try:
+                    pending = self._committed.get(timeout=0.2)
+                except queue.Empty:
+                    if self._processing_done.is_set() and self._committed.empty():
+                        return  # nothing more can be handed over
+                    self._replay_spool()
+                    continue
+            if self._store_and_ack(pending):
+                pending = None
+                self._replay_spool()
+            elif self._back_off(pending):
+                return  # stopping and the stores stay down: the broker keeps the messages
+
+    def _back_off(self, pending: _Pending) -> bool:
+        """Wait before retrying a refused batch; True when stopping and it is time to give up."""
+        pending.attempts += 1
+        delay = min(self.config.retry_max_s, 0.2 * 2 ** min(pending.attempts, 8))
+        return self._stop.wait(delay) and pending.attempts > 3
 
     def _take_batch(self) -> list[Received]:
         config = self.config
@@ -259,18 +320,21 @@ class IngestWorker:
         self.metrics.lag.set(max(0.0, (time.time_ns() - batch[0].received_ns) / 1e9))
         return batch
 
-    def _process(self, pending: _Pending) -> bool:
-        """True when the batch is done and acknowledged; False to retry it later."""
-        if pending.points is None:
-            try:
-                pending.points = self._apply(pending.messages)
-            except (OperationalError, DBAPIError) as error:
-                self.metrics.retries.labels("database").inc()
-                log.warning("database unavailable, batch of %d kept for retry: %s", len(pending.messages),
-                            str(error).splitlines()[0])
-                return False
+    def _commit(self, pending: _Pending) -> bool:
+        """True when the batch's relational part is committed; False to retry it later."""
         try:
-            self._write_points(pending.points)
+            pending.points = self._apply(pending.messages, first_attempt=pending.attempts == 0)
+            return True
+        except (OperationalError, DBAPIError) as error:
+            self.metrics.retries.labels("database").inc()
+            log.warning("database unavailable, batch of %d kept for retry: %s", len(pending.messages),
+                        str(error).splitlines()[0])
+            return False
+
+    def _store_and_ack(self, pending: _Pending) -> bool:
+        """True when the batch's points are stored or spooled and it is acknowledged; False to retry it."""
+        try:
+            self._write_points(pending.points or [])
         except SpoolFull:
             self.metrics.retries.labels("spool_full").inc()
             log.warning("time-series store down and spool full: not acknowledging (the broker keeps the backlog)")
@@ -279,8 +343,8 @@ class IngestWorker:
         self.metrics.batch_seconds.observe(time.monotonic() - pending.started)
         return True
 
-    def _apply(self, messages: Sequence[Received]) -> list[Point]:
-        parsed = [self._inbound(m) for m in messages]
+    def _apply(self, messages: Sequence[Received], first_attempt: bool = True) -> list[Point]:
+        parsed = [m.parsed if first_attempt and m.parsed is not None else self._inbound(m) for m in messages]
         inbound = [message for message, _points in parsed]
         with Session(self.engine, expire_on_commit=False) as db:
             begin_write(db)
@@ -299,8 +363,8 @@ class IngestWorker:
             inbound.reject_reason, inbound.reject_detail = "bad_topic", "topic is not UTF-8"
             return inbound, []
         try:
-            inbound.device_id = contract.split_topic(message.topic, self.config.prefix)[0]
-            parsed = contract.parse(message.topic, message.payload, message.received_ns, self.config.prefix)
+            inbound.device_id, channel = contract.split_topic(message.topic, self.config.prefix)
+            parsed = contract.parse_payload(inbound.device_id, channel, message.payload, message.received_ns)
         except contract.Invalid as invalid:
             inbound.reject_reason, inbound.reject_detail = invalid.reason, invalid.detail
             return inbound, []

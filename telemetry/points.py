@@ -79,16 +79,37 @@ def _check_timestamp(ts_ns: int) -> int:
     return ts_ns
 
 
+# Speed (bench/ingest.py): the same few names (the measurement, device ids, metric names) come back in every
+# batch, so their checked and escaped forms are kept. Tag keys, tag values and field keys share one escaping
+# and one check, so one cache serves all three; only names that passed the check are kept.
+_escaped: dict[str, str] = {}
+_ESCAPED_MAX = 100_000
+
+
+def _escaped_key(text: str, what: str) -> str:
+    escaped = _escaped.get(text) if type(text) is str else None
+    if escaped is None:
+        escaped = escape_key(text, what)
+        if len(_escaped) < _ESCAPED_MAX:
+            _escaped[text] = escaped
+    return escaped
+
+
+def _field_value(value: float | bool) -> str:
+    if type(value) is float and math.isfinite(value):
+        return repr(value)  # the common case, as format_field_value writes it
+    return format_field_value(value)
+
+
 def point_line(point: Point) -> str:
     """One line (without the newline). Tags and fields are sorted by key, as InfluxDB recommends."""
     if not point.fields:
         raise ValueError(f"point of {point.measurement!r} at {point.ts_ns} has no fields")
     head = escape_measurement(point.measurement)
-    tags = "".join(
-        f",{escape_key(key, 'tag key')}={escape_key(value, 'tag value')}" for key, value in sorted(point.tags.items())
-    )
+    tags = "".join(f",{_escaped_key(key, 'tag key')}={_escaped_key(value, 'tag value')}"
+                   for key, value in sorted(point.tags.items()))
     fields = ",".join(
-        f"{escape_key(key, 'field key')}={format_field_value(value)}" for key, value in sorted(point.fields.items())
+        f"{_escaped_key(key, 'field key')}={_field_value(value)}" for key, value in sorted(point.fields.items())
     )
     return f"{head}{tags} {fields} {_check_timestamp(point.ts_ns)}"
 
