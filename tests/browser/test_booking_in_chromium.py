@@ -186,6 +186,7 @@ def test_manager_requires_approval_researcher_requests_manager_approves_and_sees
     expect(page.get_by_test_id("pending-row").filter(has_text=f"{day} 15:00–16:00").filter(has_text=name)
            ).to_have_count(0)
 
+    page.get_by_test_id("manage-menu").click()  # a facility's tools share one menu
     page.locator('nav a[href="/manage/facilities"]').click()
     page.get_by_test_id("facility-list").locator("a.card", has_text="成都科创生态岛共享实验室").click()
     page.get_by_test_id("facility-calendar-link").click()
@@ -274,6 +275,7 @@ def test_manager_pages_blackouts_qualifications_and_the_month_view(page: Page, l
     expect(page.get_by_test_id("calendar")).to_have_attribute("data-view", "month")
     screenshot("resource-month")
 
+    page.get_by_test_id("manage-menu").click()  # a facility's tools share one menu
     page.locator('nav a[href="/manage/facilities"]').click()
     page.get_by_test_id("facility-list").locator("a.card", has_text="成都科创生态岛共享实验室").click()
     expect(page.get_by_test_id("add-instrument")).to_be_visible()

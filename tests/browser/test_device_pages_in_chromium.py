@@ -15,6 +15,7 @@ pytestmark = pytest.mark.browser
 
 def test_a_lab_manager_adds_a_device_and_sees_its_password_once(page: Page, live_server: str, screenshot) -> None:
     sign_in(page, "manager@labshare.demo")
+    page.get_by_test_id("manage-menu").click()  # a facility's tools share one menu
     page.locator('.ls-navbar a[href="/manage/devices"]').click()
     expect(page).to_have_url(f"{live_server}/manage/devices")
     page.get_by_test_id("add-device").click()
