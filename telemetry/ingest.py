@@ -50,7 +50,7 @@ from telemetry import contract
 from telemetry.metrics import IngestMetrics
 from telemetry.points import Point, metric_point
 from telemetry.spool import DiskSpool, SpoolFull
-from telemetry.tsdb import StoreError, TimeSeriesStore
+from telemetry.tsdb import StoreError, TimeSeriesStore, redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class IngestWorker:
             client.subscribe(self.config.topic_filter, options=SubscribeOptions(qos=1, retainHandling=1))
         else:
             client.subscribe(self.config.topic_filter, qos=1)
-        log.info("connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present)
+        log.info("connected to %s (session present: %s)", redacted_url(self.config.mqtt_url), flags.session_present)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self._connected.clear()

@@ -421,11 +421,11 @@ def store_from_url(url: str, engine: Engine | None = None) -> TimeSeriesStore:
         return SqlStore(engine)
     if scheme not in _INFLUX_SCHEMES:
         raise ValueError(
-            f"time-series store URL {_redacted(url)!r}: unknown scheme {scheme!r} "
+            f"time-series store URL {redacted_url(url)!r}: unknown scheme {scheme!r} "
             "(expected 'sql', 'influxdb' or 'influxdb-v1')"
         )
     parts = urllib.parse.urlsplit(url)
-    where = f"time-series store URL {_redacted(url)!r}"
+    where = f"time-series store URL {redacted_url(url)!r}"
     try:
         host, port = parts.hostname, parts.port
     except ValueError as error:
@@ -466,7 +466,8 @@ def store_from_url(url: str, engine: Engine | None = None) -> TimeSeriesStore:
     )
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """The URL with its password replaced by ***, for logs and error messages."""
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:
         return url

@@ -235,3 +235,10 @@ def test_points_of_another_measurement_are_kept_apart(store):
     store.write([other, metric_point("dev-1", T0 + 1, {"power_w": 1.0})])
 
     assert [p.measurement for p in store.query("dev-1", T0, T0 + 2)] == [MEASUREMENT]
+
+
+def test_urls_in_logs_and_errors_never_carry_the_password():
+    from telemetry.tsdb import redacted_url
+
+    assert redacted_url("mqtt://ingest:s3cret@127.0.0.1:1883") == "mqtt://ingest:***@127.0.0.1:1883"
+    assert redacted_url("influxdb://127.0.0.1:8086/db") == "influxdb://127.0.0.1:8086/db"
