@@ -503,7 +503,10 @@ class VirtualDevice:
     def _draw_next_outage(self, after_ms: int) -> int | None:
         if self.outage_rate_per_day <= 0:
             return None
-        return after_ms + int(self.rng.expovariate(self.outage_rate_per_day) * 86_400_000)
+        wait_days = self.rng.expovariate(self.outage_rate_per_day)
+        if wait_days > 36_500:  # a vanishing rate draws "never" (even infinity): no outage in this run
+            return None
+        return after_ms + int(wait_days * 86_400_000)
 
     def force_outage(self, offline_s: float) -> None:
         """Drop at the next step and stay away `offline_s` simulated seconds (tests, demos)."""

@@ -521,3 +521,10 @@ def test_cli_from_registry_simulates_the_enabled_devices(mosquitto, tmp_path):
                                        str(passwords), "--duration", "1", "--quiet"], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "online 0/1;" in result.output  # one enabled device, cleanly stopped
+
+
+def test_a_vanishing_outage_rate_means_no_outage_rather_than_a_crash():
+    # hypothesis found it: expovariate(5e-324) is infinite, which no timestamp can hold
+    model = HplcModel("h-tiny", seed=1, start_ms=START_MS)
+    device = VirtualDevice(model, seed=1, outage_rate_per_day=5e-324, outage_s=(60, 7200))
+    assert device._next_outage_ms is None
