@@ -83,8 +83,21 @@ class Event:
 Message = Status | Metrics | Event
 
 
+_SPLIT: dict[tuple[str, str], tuple[str, str]] = {}  # valid topics seen: devices use the same three for ever
+
+
 def split_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> tuple[str, str]:
     """(device_id, channel) of `{prefix}/{device_id}/{channel}`."""
+    found = _SPLIT.get((topic, prefix))
+    if found is not None:
+        return found
+    found = _split_topic(topic, prefix)
+    if len(_SPLIT) < 100_000:
+        _SPLIT[topic, prefix] = found
+    return found
+
+
+def _split_topic(topic: str, prefix: str) -> tuple[str, str]:
     head = prefix.rstrip("/") + "/"
     if not topic.startswith(head):
         raise Invalid("bad_topic", topic[:200])
@@ -159,9 +172,14 @@ def _values(raw: object) -> dict[str, float | bool]:
                 raise Invalid("bad_field_name", name[:64])
             if len(_GOOD_NAMES) < 10_000:
                 _GOOD_NAMES.add(name)
-        if isinstance(value, bool):
+        kind = type(value)  # exact types first: this runs for every value of every message
+        if kind is float:
+            if value - value != 0.0:  # NaN or an infinity
+                raise Invalid("bad_value", name)
             values[name] = value
-        elif isinstance(value, int | float) and _finite(value):
+        elif kind is bool:
+            values[name] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool) and _finite(value):
             values[name] = float(value)
         else:
             raise Invalid("bad_value", name)

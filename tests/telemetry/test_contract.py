@@ -74,6 +74,8 @@ def test_event():
     ("labshare/v1/sem/status", b'{"state": "idle", "ts": 1795572000}', "bad_timestamp"),
     ("labshare/v1/sem/metrics", b'{"values": {"power_w": NaN}}', "bad_value"),
     ("labshare/v1/sem/metrics", b'{"values": {"power_w": Infinity}}', "bad_value"),
+    ("labshare/v1/sem/metrics", b'{"values": {"power_w": 1e999}}', "bad_value"),  # a float that overflows
+    ("labshare/v1/sem/metrics", b'{"values": {"power_w": -1e400, "temp_c": 1}}', "bad_value"),
     ("labshare/v1/sem/metrics", b'{"values": {"power_w": "812"}}', "bad_value"),
     ("labshare/v1/sem/metrics", b'{"values": {"Power": 1}}', "bad_field_name"),
     ("labshare/v1/sem/metrics", b'{"values": {}}', "bad_values"),
