@@ -147,7 +147,9 @@ class DeviceRow:
 # Keyed by row id, and used only when the text read is exactly the text written, so another process writing
 # the row (a second worker) or another database with the same ids simply misses. Tails are values: the code
 # below replaces a device's tail, never changes one in place.
-_TAILS: dict[int, tuple[str, dict]] = {}
+# Likewise for encoding: a batch in order only appends items to the tail's window, so the window's text is the
+# previous one with the new items' text appended (encoding whole windows was about a fifth of the processing).
+_TAILS: dict[int, tuple[str, dict, str]] = {}  # row id: (the tail's text, the tail, its window's text)
 
 
 def _decoded_tail(device_pk: int, text: str | None) -> dict | None:
@@ -158,13 +160,28 @@ def _decoded_tail(device_pk: int, text: str | None) -> dict | None:
         return known[1]
     # orjson, not the driver's json module: decoding the tail was a tenth of a batch's time
     tail = orjson.loads(text)
-    _TAILS[device_pk] = (text, tail)
+    _TAILS[device_pk] = (text, tail, orjson.dumps(tail.get("items", [])).decode())
     return tail
 
 
 def _encoded_tail(device_pk: int, tail: dict) -> str:
-    text = orjson.dumps(tail).decode()
-    _TAILS[device_pk] = (text, tail)
+    window = tail.get("items")
+    if window is None:
+        text = orjson.dumps(tail).decode()
+        _TAILS[device_pk] = (text, tail, "[]")
+        return text
+    known = _TAILS.get(device_pk)
+    before = known[1].get("items", []) if known is not None else None
+    if before is not None and before is window:
+        window_text = known[2]
+    elif before is not None and len(window) > len(before) and all(
+            new is old for new, old in zip(window, before, strict=False)):  # the same items, then more
+        added = orjson.dumps(window[len(before):]).decode()
+        window_text = known[2][:-1] + ("," if before else "") + added[1:]
+    else:
+        window_text = orjson.dumps(window).decode()
+    text = orjson.dumps({**tail, "items": orjson.Fragment(window_text)}).decode()
+    _TAILS[device_pk] = (text, tail, window_text)
     return text
 
 
@@ -582,13 +599,20 @@ def _state_of(machine: usage.Machine) -> dict:
             "open": list(machine.open.key()) if machine.open is not None else None}
 
 
+_RAW_DEFAULTS = ("", None, "", "", None)  # of Item.key, power_w, run_id, operator, samples
+
+
 def _raw(item: Item) -> list:
-    return [item.ts_ns, int(item.kind), item.key, item.power_w, item.run_id, item.operator, item.samples]
+    """The item as the tail stores it: the fields in Item's order, without trailing defaults (a power sample is
+    [ts, 0, "", power_w]). Every tail is encoded for every batch, so its size is the ingest's time."""
+    raw = [item.ts_ns, int(item.kind), item.key, item.power_w, item.run_id, item.operator, item.samples]
+    while len(raw) > 2 and raw[-1] == _RAW_DEFAULTS[len(raw) - 3]:
+        raw.pop()
+    return raw
 
 
 def _item_of(raw: list) -> Item:
-    ts, kind, key, power, run_id, operator, samples = raw
-    return Item(ts, Kind(kind), key, power, run_id, operator, samples)
+    return Item(raw[0], Kind(raw[1]), *raw[2:])
 
 
 _sort_key = usage.sort_key
