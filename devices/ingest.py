@@ -93,6 +93,7 @@ class BatchResult:
     accepted: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     state_changes: list[tuple[str, str]] = field(default_factory=list)  # (device_id, new state)
+    deferred: set[int] = field(default_factory=set)  # device rows whose sessions wait for `settle_sessions`
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +210,12 @@ def datetime_to_ns(moment: datetime) -> int:
     return whole * NS + moment.microsecond * 1000
 
 
-def apply_batch(db: Session, inbound: Sequence[Inbound], now_ns: int) -> BatchResult:
-    """Apply the messages; marks each accepted one, dead-letters the rest. Flushes, does not commit."""
+def apply_batch(db: Session, inbound: Sequence[Inbound], now_ns: int, *, defer_late: bool = False) -> BatchResult:
+    """Apply the messages; marks each accepted one, dead-letters the rest. Flushes, does not commit.
+
+    `defer_late`: a device's items older than its in-memory window do not re-derive its sessions now; the
+    device is marked (`BatchResult.deferred`) and `settle_sessions` re-derives them once, later. Without it
+    the sessions are always current when the call returns."""
     result = BatchResult()
     db.flush()  # the Core statements below do not autoflush the caller's pending ORM changes
     wanted = {m.device_id for m in inbound if m.reject_reason is None and m.device_id}
@@ -230,9 +235,37 @@ def apply_batch(db: Session, inbound: Sequence[Inbound], now_ns: int) -> BatchRe
         result.accepted += 1
         _collect(batches.setdefault(device.id, _DeviceBatch(device)), message)
     if batches:
-        _store(db, batches.values(), result)
+        _store(db, batches.values(), result, defer_late)
     db.flush()
     return result
+
+
+def settle_sessions(db: Session, device_pks: Iterable[int]) -> int:
+    """Re-derive the sessions of the devices whose late items were deferred (see `apply_batch`); the number
+    of devices that needed it (another worker may have settled the others already)."""
+    pks = sorted(set(device_pks))
+    if not pks:
+        return 0
+    db.flush()
+    replacements = []
+    devices = [d for d in _lock_rows(db, _one_of(db, _DEVICE.c.id, pks)) if _dirty_of(d) is not None]
+    for device in devices:
+        replacements.append((device, *_rederive(db, device, config_of(device), _dirty_of(device))))
+    _replace_sessions(db, replacements)
+    _write_devices(db, devices)
+    db.flush()
+    return len(devices)
+
+
+def deferred_devices(db: Session) -> list[int]:
+    """Devices whose sessions wait for `settle_sessions` (marked by any worker, also before a restart)."""
+    return list(db.scalars(select(Device.id).where(cast(Device.usage_tail, Text).like('%"dirty"%'))))
+
+
+def _dirty_of(device: DeviceRow) -> int | None:
+    """Where a deferred re-derivation must start (the oldest late item's time), if one is pending."""
+    tail = device.usage_tail
+    return tail.get("dirty") if tail else None
 
 
 def sweep_heartbeats(db: Session, now_ns: int) -> BatchResult:
@@ -360,7 +393,7 @@ def _collect(batch: _DeviceBatch, message: Inbound) -> None:
 # --- storing ----------------------------------------------------------------------------------------
 
 
-def _store(db: Session, batches: Iterable[_DeviceBatch], result: BatchResult) -> None:
+def _store(db: Session, batches: Iterable[_DeviceBatch], result: BatchResult, defer_late: bool = False) -> None:
     batches = list(batches)
     _insert_new_rows(db, batches)
     all_items = [_new_items(batch) for batch in batches]
@@ -382,9 +415,11 @@ def _store(db: Session, batches: Iterable[_DeviceBatch], result: BatchResult) ->
         if device.state != before:
             result.state_changes.append((device.device_id, device.state.value))
         if items or forced:
-            replacement = _update_sessions(db, device, items, forced)
+            replacement = _update_sessions(db, device, items, forced, defer_late)
             if replacement is not None:
                 replacements.append((device, *replacement))
+            elif _dirty_of(device) is not None:
+                result.deferred.add(device.id)
     _replace_sessions(db, replacements)
     _write_devices(db, (b.device for b in batches))
 
@@ -512,28 +547,49 @@ def _config(usage_source, heartbeat_timeout_s: int, debounce_s: int, power_thres
 
 # The tail keeps the machine's state after its newest item ("cur"), and the state after an older base item
 # with the items since, so an item that arrives a little late (two workers on one shared subscription split a
-# device's messages between them) is merged in memory instead of re-derived from the database. The window
-# holds HISTORY to 2 × HISTORY items: folding happens once every HISTORY items, so replaying is amortised.
-# With two workers a device's items are usually one or two late, but whenever one worker falls behind the
-# other by more than the window, its items take the (slow) database path and it falls further behind: with 8
-# the two-worker benchmark collapsed to a fifth of one worker's rate; 16 holds (bench/results/ingest.txt)
-# while keeping the row small enough for one worker.
-HISTORY = 16
+# device's messages between them, so one worker's items are often one or two behind the other's) is merged
+# in memory instead of re-derived from the database. The window holds HISTORY to 2 × HISTORY items: folding
+# happens once every HISTORY items, so replaying is amortised. Items older than the window are re-derived from
+# the database, or, in the ingest worker, deferred and re-derived once for many batches (`settle_sessions`).
+# Every late item costs a replay of the window, and every batch encodes the window's new items: a small window
+# is cheaper for one worker and for two (bench/ingest.py, 200,000 messages: with 16, two workers ran at
+# 10,600 msg/s; with 8, 10,500-11,600; with 4, 12,900-13,600, one worker 9,900).
+HISTORY = 4
 
 
-def _update_sessions(db: Session, device: DeviceRow, items: list[Item],
-                     forced: bool) -> tuple[list[usage.Session], int | None] | None:
+def _update_sessions(db: Session, device: DeviceRow, items: list[Item], forced: bool,
+                     defer_late: bool = False) -> tuple[list[usage.Session], int | None] | None:
     """The device's sessions from (the stored start of) `from_ns` on, when they changed."""
     config = config_of(device)
     items.sort(key=_sort_key)
+    dirty = _dirty_of(device)
+    if dirty is not None:  # a re-derivation from `dirty` on is pending: the tail's state is not to be trusted
+        if forced or not defer_late:
+            return _rederive(db, device, config, min(dirty, items[0].ts_ns))
+        if items[0].ts_ns < dirty:
+            device.usage_tail = {**device.usage_tail, "dirty": items[0].ts_ns}
+        return None
     tail = device.usage_tail if device.usage_tail and "cur" in device.usage_tail else None
     if not forced and (tail is not None or device.usage_tail is None):
         # (no tail at all: every item ever stored for the device came through here and set one, so none was)
         base_key = tuple(tail["base_key"]) if tail is not None and tail["base_key"] is not None else None
         if base_key is None or _sort_key(items[0]) > base_key:
             return _merge_in_memory(device, config, tail, items)
-    # late beyond the window (or a heartbeat timeout undone): re-derive from a restart point in the database
-    restart = _restart_point(db, device, config, items[0].ts_ns)
+    if defer_late and not forced:
+        # Late beyond the window. Re-deriving costs the device's items from a restart point before the late one
+        # to the newest, and several late batches in a row (a worker that fell behind another on a shared
+        # subscription) would pay it each time, fall further behind and stall (bench/ingest.py: two workers at
+        # half the rate of one). Deferred, a late batch costs less than one in order, and the items of many
+        # batches are re-derived once.
+        device.usage_tail = {**(device.usage_tail or {}), "dirty": items[0].ts_ns}
+        return None
+    return _rederive(db, device, config, items[0].ts_ns)
+
+
+def _rederive(db: Session, device: DeviceRow, config: usage.Config,
+              before_ns: int) -> tuple[list[usage.Session], int | None]:
+    """Re-derive the sessions from a restart point in the database before `before_ns`; a fresh tail."""
+    restart = _restart_point(db, device, config, before_ns)
     if restart is None:
         machine, replace_from = usage.Machine(config), None
         feed = load_items(db, device)
@@ -548,6 +604,8 @@ def _update_sessions(db: Session, device: DeviceRow, items: list[Item],
         state = _state_of(machine)
         device.usage_tail = {"base": state, "base_key": list(_sort_key(feed[-1])), "items": [], "cur": state,
                              "ts": feed[-1].ts_ns, "open": machine.open is not None}
+    elif _dirty_of(device) is not None:
+        device.usage_tail = {k: v for k, v in device.usage_tail.items() if k != "dirty"}
     return machine.finish(), replace_from
 
 

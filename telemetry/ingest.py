@@ -10,11 +10,13 @@ anywhere before the acknowledgement makes the broker deliver it again, which cha
   receive window (MQTT 5 Receive Maximum) the size of a batch, so the broker keeps the backlog.
 - Two stages: the processing thread parses and commits a batch, the storing thread writes its points to the
   time-series store (or spool) and then acknowledges it, so a batch is acknowledged only after both, and
-  batches reach the time-series store in the order they were committed. With a window of one batch the
-  stages overlap little; a window of two batches made one worker faster (bench/ingest.py) but let one of two
-  workers on a shared subscription fall behind the other: each then held a device's messages more than
-  devices.ingest.HISTORY items late, every one re-derived from the database, and two workers ran at a
-  fifth of one. So the window stays one batch until late items are cheap.
+  batches reach the time-series store in the order they were committed. The receive window stays one batch:
+  two batches measured no faster (bench/ingest.py), as the worker is bound by its CPU time, not by waiting.
+- Late items: a device's items older than its in-memory window (devices.ingest.HISTORY) are not re-derived
+  batch by batch; their devices are re-derived once (`settle_sessions`) when a batch is not full, after
+  `settle_wait_s` while a backlog is caught up, at the heartbeat sweep for those another worker left, and when
+  stopping. Re-derived every batch, a worker that fell behind another on a shared subscription paid for it
+  with every batch, fell further behind and stalled: two workers ran at a fifth of one.
 - A shared subscription (`$share/labshare-ingest/...`) lets several workers split the load.
 - Acknowledgements belong to one connection: after a reconnect the broker redelivers what was not
   acknowledged, and acknowledgements for the old connection's packet ids are dropped (acknowledging a
@@ -45,7 +47,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.db import begin_write
-from devices.ingest import EventIn, Inbound, SampleIn, StatusIn, apply_batch, sweep_heartbeats
+from devices.ingest import (
+    EventIn,
+    Inbound,
+    SampleIn,
+    StatusIn,
+    apply_batch,
+    deferred_devices,
+    settle_sessions,
+    sweep_heartbeats,
+)
 from telemetry import contract
 from telemetry.metrics import IngestMetrics
 from telemetry.mqtt_client import IngestClient
@@ -70,6 +81,9 @@ class IngestConfig:
     session_expiry_s: int = 7 * 24 * 3600
     keepalive_s: int = 30
     heartbeat_sweep_s: float = 5.0
+    # usage sessions of devices whose late items were deferred (devices.ingest.apply_batch) are re-derived as soon
+    # as a batch is not full (the ingest keeps up), and while catching up a backlog at the latest this long after
+    settle_wait_s: float = 30.0
     retry_max_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -135,6 +149,9 @@ class IngestWorker:
         self._committed: queue.Queue[_Pending] = queue.Queue(maxsize=1)
         self._processing_done = threading.Event()
         self._last_sweep = 0.0
+        self._deferred: set[int] = set()  # device rows whose sessions wait for settle_sessions
+        self._deferred_since = 0.0
+        self._last_batch_full = False
         self.client = self._make_client()
 
     # --- MQTT -----------------------------------------------------------------------------------------
@@ -251,9 +268,12 @@ class IngestWorker:
             while True:
                 if pending is None:
                     batch = self._take_batch()
+                    # a full batch: a backlog is being caught up; not full, or none: the worker keeps up
+                    self._last_batch_full = len(batch) >= self.config.batch_size
                     if batch:
                         pending = _Pending(batch)
                     elif self._stop.is_set():
+                        self._settle()
                         return  # drained: the storing thread acknowledges what was handed over
                 if pending is not None:
                     if self._commit(pending):
@@ -262,6 +282,7 @@ class IngestWorker:
                         pending = None
                     elif self._back_off(pending):
                         return  # stopping and the database stays down: the broker keeps the messages
+                self._maybe_settle()
                 self._maybe_sweep()
         finally:
             self._processing_done.set()
@@ -350,8 +371,12 @@ class IngestWorker:
         inbound = [message for message, _points in parsed]
         with Session(self.engine, expire_on_commit=False) as db:
             begin_write(db)
-            result = apply_batch(db, inbound, self.clock())
+            result = apply_batch(db, inbound, self.clock(), defer_late=True)
             db.commit()
+        if result.deferred and not self._deferred:
+            self._deferred_since = time.monotonic()
+        self._deferred |= result.deferred
+        self.metrics.deferred_devices.set(len(self._deferred))
         for reason, count in result.dead_letters.items():
             self.metrics.dead_letters.labels(reason).inc(count)
         return [point for message, points in parsed if message.accepted for point in points]
@@ -417,9 +442,41 @@ class IngestWorker:
             with Session(self.engine, expire_on_commit=False) as db:
                 begin_write(db)
                 sweep_heartbeats(db, self.clock())
+                found = set(deferred_devices(db))  # also those another worker (or this one before a restart) left
                 db.commit()
         except (OperationalError, DBAPIError) as error:
             log.warning("heartbeat sweep skipped: %s", str(error).splitlines()[0])
+            return
+        if found - self._deferred and not self._deferred:
+            self._deferred_since = now
+        self._deferred |= found
+
+    def _maybe_settle(self) -> None:
+        if not self._deferred:
+            return
+        waited = time.monotonic() - self._deferred_since
+        if self._last_batch_full and waited < self.config.settle_wait_s:
+            return  # catching up a backlog: more late items are likely, re-derive them all at once later
+        self._settle()
+
+    def _settle(self) -> None:
+        """Re-derive the sessions deferred so far (see devices.ingest.apply_batch)."""
+        if not self._deferred:
+            return
+        started = time.monotonic()
+        try:
+            with Session(self.engine, expire_on_commit=False) as db:
+                begin_write(db)
+                settled = settle_sessions(db, self._deferred)
+                db.commit()
+        except (OperationalError, DBAPIError) as error:
+            log.warning("re-deriving deferred usage sessions failed, kept for later: %s", str(error).splitlines()[0])
+            return
+        self.metrics.sessions_settled.inc(settled)
+        log.debug("re-derived the deferred usage sessions of %d devices in %.2f s", settled,
+                  time.monotonic() - started)
+        self._deferred.clear()
+        self.metrics.deferred_devices.set(0)
 
 
 def _power(values) -> float | None:

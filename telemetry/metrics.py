@@ -30,4 +30,8 @@ class IngestMetrics:
                                  registry=r)
         self.lag = Gauge("labshare_ingest_lag_seconds",
                          "Age of the oldest message of the newest batch when it was taken", registry=r)
+        self.sessions_settled = Counter(
+            "labshare_ingest_sessions_settled", "Devices whose deferred usage sessions were re-derived", registry=r)
+        self.deferred_devices = Gauge("labshare_ingest_deferred_devices",
+                                      "Devices whose usage sessions wait to be re-derived", registry=r)
         self.connected = Gauge("labshare_ingest_connected", "1 while connected to the broker", registry=r)

@@ -183,6 +183,27 @@ def test_a_mixed_stream_becomes_state_points_and_sessions(engine, broker, tmp_pa
     assert {p.ts_ns: dict(p.fields) for p in stored} == published
 
 
+def test_late_messages_beyond_the_window_are_settled_once_the_worker_keeps_up(engine, broker, tmp_path):
+    """Messages older than a device's in-memory window (a worker that fell behind another) are deferred while
+    batches come full and re-derived once a batch is not: the sessions end as the whole stream's."""
+    register(engine, ("p-late", "power"))
+    stream = device_stream("p-late", "power", t0_ms(), 200)
+    late = stream[20:40]  # well behind the rest: older than the window of 4-8 items
+    early = stream[:20] + stream[40:]
+    with running_worker(engine, broker, SqlStore(engine), tmp_path / "spool", "ingest-late", batch_size=10,
+                        batch_wait_s=0.2) as worker:
+        publish_all(broker, early)
+        wait_for(lambda: sample(worker.metrics, "labshare_ingest_acknowledged_total") >= len(early),
+                 what="the stream acknowledged")
+        publish_all(broker, late)
+        wait_for(lambda: sample(worker.metrics, "labshare_ingest_sessions_settled_total") >= 1,
+                 what="the late messages' device re-derived")
+        wait_for(lambda: sample(worker.metrics, "labshare_ingest_acknowledged_total") >= len(stream),
+                 what="every message acknowledged")
+        assert sample(worker.metrics, "labshare_ingest_deferred_devices") == 0
+    check_exactly_once(engine, {"p-late": stream})
+
+
 # --- acknowledgement only after the effects are durable ------------------------------------------------------
 
 
