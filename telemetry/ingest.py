@@ -151,6 +151,7 @@ class IngestWorker:
         self._last_sweep = 0.0
         self._deferred: set[int] = set()  # device rows whose sessions wait for settle_sessions
         self._deferred_since = 0.0
+        self._settle_not_before = 0.0  # after a failure (the database down), not at every turn of the loop
         self._last_batch_full = False
         self.client = self._make_client()
 
@@ -452,7 +453,7 @@ class IngestWorker:
         self._deferred |= found
 
     def _maybe_settle(self) -> None:
-        if not self._deferred:
+        if not self._deferred or time.monotonic() < self._settle_not_before:
             return
         waited = time.monotonic() - self._deferred_since
         if self._last_batch_full and waited < self.config.settle_wait_s:
@@ -471,6 +472,7 @@ class IngestWorker:
                 db.commit()
         except (OperationalError, DBAPIError) as error:
             log.warning("re-deriving deferred usage sessions failed, kept for later: %s", str(error).splitlines()[0])
+            self._settle_not_before = time.monotonic() + self.config.heartbeat_sweep_s
             return
         self.metrics.sessions_settled.inc(settled)
         log.debug("re-derived the deferred usage sessions of %d devices in %.2f s", settled,
