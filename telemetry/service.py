@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 GC_THRESHOLDS = (50_000, 20, 20)
 
 
-def settle_garbage_collector() -> None:
+def tune_garbage_collector() -> None:
     """Freeze what the process holds now and collect less often: call once the worker is built."""
     gc.collect()
     gc.freeze()
@@ -58,7 +58,7 @@ def run_one(settings: Settings, config: IngestConfig, metrics_port: int | None,
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     worker = build_worker(settings, config, config.client_id, metrics)
-    settle_garbage_collector()
+    tune_garbage_collector()
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
