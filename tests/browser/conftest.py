@@ -8,21 +8,25 @@ declared them with `page_watch.allow(...)`. Screenshots go to test-artifacts/scr
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Frame, Page, Request, Response
+from playwright.sync_api import ConsoleMessage, Frame, Page, Request, Response, expect
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
+from core.db import begin_write
 from core.settings import load_settings
 from migrations import runner
+from tests.factories import PASSWORD
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
@@ -30,6 +34,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 LOCAL_HOST = "127.0.0.1"
+DEMO_PASSWORD = "labshare-demo"  # every demo user's
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -37,29 +43,51 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real app on a free port of 127.0.0.1, over a fresh migrated SQLite database with the demo data."""
+@contextlib.contextmanager
+def serving(directory: Path, fill: Callable[[Session], T]) -> Iterator[tuple[str, T]]:
+    """The real app on a free port of 127.0.0.1, over a fresh migrated SQLite database in `directory` that
+    `fill` fills (in one committed transaction); yields the app's URL and what `fill` returned."""
     from web import create_app
-    from web.demo.seed import seed_demo
 
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'labshare.db'}"
+    url = f"sqlite:///{directory / 'labshare.db'}"
     runner.upgrade(url)
     app = create_app(load_settings(environ={}, env="test", database_url=url))
     engine = app.extensions["labshare.engine"]
     with Session(engine) as session:
-        seed_demo(session)
+        begin_write(session)
+        facts = fill(session)
         session.commit()
     server = make_server(LOCAL_HOST, 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="labshare-live-server", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=f"labshare-server-{directory.name}", daemon=True)
     thread.start()
     try:
-        yield f"http://{LOCAL_HOST}:{server.server_port}"
+        yield f"http://{LOCAL_HOST}:{server.server_port}", facts
     finally:
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real app with the demo data."""
+    from web.demo.seed import seed_demo
+
+    with serving(tmp_path_factory.mktemp("browser"), seed_demo) as (url, _facts):
+        yield url
+
+
+def sign_in(page: Page, base_url: str, email: str, password: str = PASSWORD) -> None:
+    """Sign in through the login form (after dropping any earlier session); `base_url` "" for the live server's
+    pages (the context's base URL). The factories' users have PASSWORD, the demo's DEMO_PASSWORD."""
+    page.context.clear_cookies()
+    page.goto(f"{base_url}/login")
+    form = page.get_by_test_id("login-form")
+    form.locator("input[name=email]").fill(email)
+    form.locator("input[name=password]").fill(password)
+    page.get_by_test_id("login-submit").click()
+    expect(page.get_by_test_id("user-menu")).to_be_visible()
 
 
 @pytest.fixture(scope="session")

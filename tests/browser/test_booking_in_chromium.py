@@ -14,20 +14,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.conftest import DEMO_PASSWORD
+from tests.browser.conftest import sign_in as browser_sign_in
+
 pytestmark = pytest.mark.browser
 
-PASSWORD = "labshare-demo"
 TZ = ZoneInfo("Asia/Shanghai")
 
 
 def sign_in(page: Page, email: str) -> None:
-    page.context.clear_cookies()
-    page.goto("/login")
-    form = page.get_by_test_id("login-form")
-    form.locator("input[name=email]").fill(email)
-    form.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_test_id("login-submit").click()
-    expect(page.get_by_test_id("user-menu")).to_be_visible()
+    browser_sign_in(page, "", email, DEMO_PASSWORD)  # "": the live server, the context's base URL
 
 
 def weekday_ahead(days: int) -> date:

@@ -8,7 +8,6 @@ measured use to reconcile. "Now" is the real clock: the world's services happen 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,17 +16,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from billing.periods import current_month
 from core.accounts.models import OrganisationKind, Role
-from core.db import begin_write
-from core.settings import load_settings
-from migrations import runner
 from tests.billing.factories import make_rate_card, make_usage_session
-from tests.browser.conftest import LOCAL_HOST, SCREENSHOT_DIR
+from tests.browser.conftest import SCREENSHOT_DIR, serving
+from tests.browser.conftest import sign_in as browser_sign_in
 from tests.factories import (
-    PASSWORD,
     make_device,
     make_facility,
     make_organisation,
@@ -56,7 +51,6 @@ class FinanceWorld:
 
 
 def _build_world(db: Session, start: datetime) -> dict[str, str]:
-    begin_write(db)
     manager = make_user(db, roles=(Role.LAB_MANAGER,), name_zh="王经理")
     facility = make_facility(db, managers=(manager,), name_zh="成都科创生态岛分析测试中心",
                              owner=make_organisation(db, kind=OrganisationKind.INSTITUTE))
@@ -79,36 +73,14 @@ def _build_world(db: Session, start: datetime) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def finance_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FinanceWorld]:
-    from web import create_app
-
-    url = f"sqlite:///{tmp_path_factory.mktemp('finance-browser') / 'labshare.db'}"
-    runner.upgrade(url)
-    app = create_app(load_settings(environ={}, env="test", database_url=url))
-    engine = app.extensions["labshare.engine"]
     month, start = previous_month()
-    with Session(engine) as session:
-        emails = _build_world(session, start)
-        session.commit()
-    server = make_server(LOCAL_HOST, 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="labshare-finance-server", daemon=True)
-    thread.start()
-    try:
-        yield FinanceWorld(f"http://{LOCAL_HOST}:{server.server_port}", month, emails)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        engine.dispose()
+    with serving(tmp_path_factory.mktemp("finance-browser"), lambda session: _build_world(session, start)) as (
+            url, emails):
+        yield FinanceWorld(url, month, emails)
 
 
 def sign_in(page: Page, world: FinanceWorld, who: str) -> None:
-    page.context.clear_cookies()
-    page.goto(f"{world.url}/login")
-    form = page.get_by_test_id("login-form")
-    form.locator("input[name=email]").fill(world.emails[who])
-    form.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_test_id("login-submit").click()
-    expect(page.get_by_test_id("user-menu")).to_be_visible()
+    browser_sign_in(page, world.url, world.emails[who])
 
 
 def test_finance_closes_a_period_after_the_manager_resolves_its_exception(page: Page, finance_world, screenshot):

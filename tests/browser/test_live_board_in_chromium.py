@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,21 +17,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Page, expect
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from core.accounts.models import User
-from core.settings import load_settings
+from core.db import make_engine
 from core.timeutil import utcnow
 from devices.models import Device
-from migrations import runner
 from telemetry.ingest import IngestConfig, IngestWorker
 from telemetry.spool import DiskSpool
 from telemetry.tsdb import SqlStore
+from tests.browser.conftest import DEMO_PASSWORD, serving, sign_in
 from tests.factories import make_reservation
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "labshare-demo"
 MANAGER = "manager@labshare.demo"  # manages the Chengdu island (eco_island)
 DEVICE = "eco-tem-1"  # a status-measured device there
 BOOKER = "researcher@labshare.demo"
@@ -50,15 +47,9 @@ class LiveLab:
 @pytest.fixture(scope="module")
 def live_lab(tmp_path_factory: pytest.TempPathFactory, mosquitto) -> Iterator[LiveLab]:
     """Its own live server over a fresh demo database, and an ingest worker writing into that database."""
-    from web import create_app
     from web.demo.seed import seed_demo
 
-    directory = tmp_path_factory.mktemp("live-board")
-    database_url = f"sqlite:///{directory / 'labshare.db'}"
-    runner.upgrade(database_url)
-    app = create_app(load_settings(environ={}, env="test", database_url=database_url))
-    engine = app.extensions["labshare.engine"]
-    with Session(engine) as session:
+    def fill(session: Session) -> None:
         seed_demo(session)
         # someone is booked on the device's instrument right now
         device = session.scalar(select(Device).where(Device.device_id == DEVICE))
@@ -66,23 +57,20 @@ def live_lab(tmp_path_factory: pytest.TempPathFactory, mosquitto) -> Iterator[Li
         now = utcnow()
         make_reservation(session, resource=device.resource, user=booker, starts_at=now - timedelta(minutes=30),
                          ends_at=now + timedelta(minutes=90))
-        session.commit()
-    worker = IngestWorker(IngestConfig(mqtt_url=mosquitto.url, client_id="live-board-browser-test", shared=False,
-                                       batch_wait_s=0.05),
-                          engine, SqlStore(engine), DiskSpool(directory / "spool", 16 * 1024 * 1024))
-    worker.start()
-    assert worker.wait_connected(15), "the ingest did not connect to Mosquitto"
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-board-server", daemon=True)
-    thread.start()
-    try:
-        yield LiveLab(f"http://127.0.0.1:{server.server_port}", engine, worker)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        worker.stop(timeout=10)
-        engine.dispose()
+
+    directory = tmp_path_factory.mktemp("live-board")
+    with serving(directory, fill) as (url, _nothing):
+        engine = make_engine(f"sqlite:///{directory / 'labshare.db'}")
+        worker = IngestWorker(IngestConfig(mqtt_url=mosquitto.url, client_id="live-board-browser-test",
+                                           shared=False, batch_wait_s=0.05),
+                              engine, SqlStore(engine), DiskSpool(directory / "spool", 16 * 1024 * 1024))
+        worker.start()
+        try:
+            assert worker.wait_connected(15), "the ingest did not connect to Mosquitto"
+            yield LiveLab(url, engine, worker)
+        finally:
+            worker.stop(timeout=10)
+            engine.dispose()
 
 
 def publish_status(broker_url: str, device_id: str, payload: dict) -> None:
@@ -99,21 +87,12 @@ def publish_status(broker_url: str, device_id: str, payload: dict) -> None:
         client.loop_stop()
 
 
-def sign_in(page: Page, base: str, email: str) -> None:
-    page.goto(f"{base}/login")
-    form = page.get_by_test_id("login-form")
-    form.locator("input[name=email]").fill(email)
-    form.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_test_id("login-submit").click()
-    expect(page.get_by_test_id("user-menu")).to_be_visible()
-
-
 def test_the_board_shows_a_published_state_within_the_polling_interval(page: Page, live_lab: LiveLab, mosquitto,
                                                                      screenshot) -> None:
     with Session(live_lab.engine) as session:
         booker_name = session.scalar(select(User.name_zh).where(User.email == BOOKER))
     publish_status(mosquitto.url, DEVICE, {"state": "idle"})
-    sign_in(page, live_lab.url, MANAGER)
+    sign_in(page, live_lab.url, MANAGER, DEMO_PASSWORD)
     page.goto(f"{live_lab.url}/manage/live")
 
     row = page.locator(f'[data-testid=live-row][data-device-id="{DEVICE}"]')

@@ -6,51 +6,31 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from core.accounts.credit_code import make_credit_code
-from core.db import begin_write
-from core.settings import load_settings
-from migrations import runner
-from tests.browser.conftest import LOCAL_HOST
+from tests.browser.conftest import DEMO_PASSWORD, serving
 
 pytestmark = pytest.mark.browser
 
-DEMO_PASSWORD = "labshare-demo"
 NEW_PASSWORD = "a new organisation's password"
 
 
 @pytest.fixture(scope="module")
 def public_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The demo data with its rate cards (the shared live server has none), served on a free port."""
-    from web import create_app
     from web.demo.seed import seed_demo, seed_demo_billing
 
-    url = f"sqlite:///{tmp_path_factory.mktemp('public-browser') / 'labshare.db'}"
-    runner.upgrade(url)
-    app = create_app(load_settings(environ={}, env="test", database_url=url))
-    engine = app.extensions["labshare.engine"]
-    with Session(engine) as session:
-        begin_write(session)
+    def fill(session: Session) -> None:
         seed_demo(session)
         seed_demo_billing(session)
-        session.commit()
-    server = make_server(LOCAL_HOST, 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="labshare-public-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://{LOCAL_HOST}:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        engine.dispose()
+
+    with serving(tmp_path_factory.mktemp("public-browser"), fill) as (url, _nothing):
+        yield url
 
 
 def sign_in(page: Page, base: str, email: str, password: str) -> None:

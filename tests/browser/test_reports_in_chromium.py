@@ -8,20 +8,15 @@ report code, so 2026 is a full past year and the default range (2027 to date) is
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
-from core.db import begin_write
-from core.settings import load_settings
-from migrations import runner
-from tests.browser.conftest import LOCAL_HOST
-from tests.factories import PASSWORD
+from tests.browser.conftest import serving
+from tests.browser.conftest import sign_in as browser_sign_in
 from tests.web.test_report_pages import NOW, build_year
 
 pytestmark = pytest.mark.browser
@@ -38,41 +33,20 @@ class ReportWorld:
 def report_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportWorld]:
     import reports.sharing
     import web.reports.views
-    from web import create_app
 
-    url = f"sqlite:///{tmp_path_factory.mktemp('reports-browser') / 'labshare.db'}"
-    runner.upgrade(url)
-    app = create_app(load_settings(environ={}, env="test", database_url=url))
-    engine = app.extensions["labshare.engine"]
-    with Session(engine) as session:
-        begin_write(session)
+    def fill(session: Session) -> tuple[dict[str, str], int]:
         year = build_year(session)
-        emails = {who: year.users[who].email for who in ("manager", "admin")}
-        r_id = year.r.id
-        session.commit()
-    server = make_server(LOCAL_HOST, 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="labshare-reports-server", daemon=True)
+        return {who: year.users[who].email for who in ("manager", "admin")}, year.r.id
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reports.sharing, "utcnow", lambda: NOW)
         patch.setattr(web.reports.views, "utcnow", lambda: NOW)
-        thread.start()
-        try:
-            yield ReportWorld(f"http://{LOCAL_HOST}:{server.server_port}", emails, r_id)
-        finally:
-            server.shutdown()
-            thread.join(timeout=10)
-            server.server_close()
-            engine.dispose()
+        with serving(tmp_path_factory.mktemp("reports-browser"), fill) as (url, (emails, r_id)):
+            yield ReportWorld(url, emails, r_id)
 
 
 def sign_in(page: Page, world: ReportWorld, who: str) -> None:
-    page.context.clear_cookies()
-    page.goto(f"{world.url}/login")
-    form = page.get_by_test_id("login-form")
-    form.locator("input[name=email]").fill(world.emails[who])
-    form.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_test_id("login-submit").click()
-    expect(page.get_by_test_id("user-menu")).to_be_visible()
+    browser_sign_in(page, world.url, world.emails[who])
 
 
 def assert_charts_drawn(page: Page, count: int) -> None:
