@@ -9,7 +9,6 @@ name and model), is refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -26,6 +25,7 @@ from core.tabular import (
     Column,
     ImportRejected,
     ImportResult,
+    Progress,
     RowError,
     choice_index,
     parse_bool,
@@ -34,8 +34,6 @@ from core.tabular import (
     template_csv,
     template_xlsx,
 )
-
-Progress = Callable[[int, int], None]
 
 KIND_VALUES = ((ResourceKind.INSTRUMENT, "仪器", "Instrument"), (ResourceKind.PILOT_LINE, "中试线", "Pilot line"))
 MODE_VALUES = ((OperationMode.SELF_SERVICE, "自主上机", "Self-service"),

@@ -14,13 +14,15 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from core.errors import N_, InvalidInput, Message
+
+Progress = Callable[[int, int], None]  # an import's rows done so far, of how many
 
 MAX_ROWS = 20_000
 MAX_BYTES = 10 * 1024 * 1024

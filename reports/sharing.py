@@ -259,12 +259,16 @@ def _resources(db: Session, scope: ReportScope) -> list[Any]:
             .join(Facility, Resource.facility_id == Facility.id)
             .join(Organisation, Facility.owner_id == Organisation.id)
             .order_by(Resource.id))
-    stmt = _resource_filter(stmt, scope, Resource.id, Facility.id)
+    return db.execute(_facility_filter(_resource_filter(stmt, scope, Resource.id, Facility.id), scope)).all()
+
+
+def _facility_filter(stmt, scope: ReportScope):
+    """The scope's owning organisations and cities; `stmt` has Facility joined."""
     if scope.owner_ids is not None:
         stmt = stmt.where(Facility.owner_id.in_(scope.owner_ids))
     if scope.cities is not None:
         stmt = stmt.where(Facility.city.in_(scope.cities))
-    return db.execute(stmt).all()
+    return stmt
 
 
 def _grouped(rows: Iterable[Any]) -> Iterator[tuple[int, list[Any]]]:
@@ -679,11 +683,7 @@ def monthly_money(db: Session, scope: ReportScope) -> list[MonthFigures]:
         stmt = _resource_filter(stmt.join(Resource, Charge.resource_id == Resource.id), scope, Charge.resource_id,
                                 Charge.facility_id)
         if scope.owner_ids is not None or scope.cities is not None:
-            stmt = stmt.join(Facility, Charge.facility_id == Facility.id)
-            if scope.owner_ids is not None:
-                stmt = stmt.where(Facility.owner_id.in_(scope.owner_ids))
-            if scope.cities is not None:
-                stmt = stmt.where(Facility.city.in_(scope.cities))
+            stmt = _facility_filter(stmt.join(Facility, Charge.facility_id == Facility.id), scope)
         return stmt
 
     for day, cls, total in db.execute(scoped(

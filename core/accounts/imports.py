@@ -9,7 +9,6 @@ over) because the platform has no e-mailed invitation or password-reset flow yet
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +24,7 @@ from core.tabular import (
     Column,
     ImportRejected,
     ImportResult,
+    Progress,
     RowError,
     choice_index,
     parse_bool,
@@ -33,8 +33,6 @@ from core.tabular import (
     template_csv,
     template_xlsx,
 )
-
-Progress = Callable[[int, int], None]
 
 ORG_KIND_VALUES = ((OrganisationKind.UNIVERSITY, "高校", "University"),
                    (OrganisationKind.INSTITUTE, "科研院所", "Research institute"),

@@ -78,14 +78,10 @@ class SharingSessions(MethodView):
     @blp.response(200, page_of(SessionSourceSchema))
     def get(self, args, resource_id: int):
         """The usage sessions behind a resource's hours in the range, each with whom it was counted for."""
-        db, user = get_db(), current_api_user()
-        scope = scope_for(db, user, args["start"], args["end"])
-        _visible(db, scope, resource_id)
-        sources = session_sources(db, scope, resource_id)
-        page, per_page = args["page"], args["per_page"]
+        _db, shown, paging = _drill_down(args, resource_id, session_sources)
         items = [{**source.__dict__, "counted_hours": (Decimal(source.counted_s) / 3600).quantize(
-            Decimal("0.01"), rounding=ROUND_HALF_UP)} for source in sources[(page - 1) * per_page:page * per_page]]
-        return {"items": items, "page": page, "per_page": per_page, "total": len(sources)}
+            Decimal("0.01"), rounding=ROUND_HALF_UP)} for source in shown]
+        return {"items": items, **paging}
 
 
 @blp.route("/reports/sharing/resources/<id:resource_id>/charges")
@@ -96,16 +92,23 @@ class SharingCharges(MethodView):
         """The charges and credit notes behind a resource's income in the range, by service date."""
         from reports.sharing import charge_sources
 
-        db, user = get_db(), current_api_user()
-        scope = scope_for(db, user, args["start"], args["end"])
-        _visible(db, scope, resource_id)
-        charges = charge_sources(db, scope, resource_id)
-        page, per_page = args["page"], args["per_page"]
-        shown = charges[(page - 1) * per_page:page * per_page]
+        db, shown, paging = _drill_down(args, resource_id, charge_sources)
         months = dict(db.execute(select(BillingPeriod.id, BillingPeriod.month)
                                  .where(BillingPeriod.id.in_({c.period_id for c in shown}))).all())
         rows = [(charge, months[charge.period_id]) for charge in shown]
-        return {"items": _charges_out(rows), "page": page, "per_page": per_page, "total": len(charges)}
+        return {"items": _charges_out(rows), **paging}
+
+
+def _drill_down(args, resource_id: int, find) -> tuple:
+    """The database, one page of what `find(db, scope, resource_id)` lists for a resource in the caller's scope
+    (checked: 404 unknown, 403 outside it), and the page's numbers."""
+    db, user = get_db(), current_api_user()
+    scope = scope_for(db, user, args["start"], args["end"])
+    _visible(db, scope, resource_id)
+    found = find(db, scope, resource_id)
+    page, per_page = args["page"], args["per_page"]
+    return db, found[(page - 1) * per_page:page * per_page], {"page": page, "per_page": per_page,
+                                                               "total": len(found)}
 
 
 def _visible(db, scope, resource_id: int) -> None:
