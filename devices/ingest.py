@@ -150,7 +150,7 @@ class DeviceRow:
 # below replaces a device's tail, never changes one in place.
 # Likewise for encoding: a batch in order only appends items to the tail's window, so the window's text is the
 # previous one with the new items' text appended (encoding whole windows was about a fifth of the processing).
-_TAILS: dict[int, tuple[str, dict, str]] = {}  # row id: (the tail's text, the tail, its window's text)
+_TAILS: dict[int, tuple[str, dict, str | None]] = {}  # row id: (the tail's text, the tail, its window's text)
 
 
 def _decoded_tail(device_pk: int, text: str | None) -> dict | None:
@@ -161,7 +161,7 @@ def _decoded_tail(device_pk: int, text: str | None) -> dict | None:
         return known[1]
     # orjson, not the driver's json module: decoding the tail was a tenth of a batch's time
     tail = orjson.loads(text)
-    _TAILS[device_pk] = (text, tail, orjson.dumps(tail.get("items", [])).decode())
+    _TAILS[device_pk] = (text, tail, None)  # the window's text only once a tail that extends it is written
     return tail
 
 
@@ -169,10 +169,10 @@ def _encoded_tail(device_pk: int, tail: dict) -> str:
     window = tail.get("items")
     if window is None:
         text = orjson.dumps(tail).decode()
-        _TAILS[device_pk] = (text, tail, "[]")
+        _TAILS[device_pk] = (text, tail, None)
         return text
     known = _TAILS.get(device_pk)
-    before = known[1].get("items", []) if known is not None else None
+    before = known[1].get("items", []) if known is not None and known[2] is not None else None
     if before is not None and before is window:
         window_text = known[2]
     elif before is not None and len(window) > len(before) and all(
