@@ -374,10 +374,7 @@ class IngestWorker:
             begin_write(db)
             result = apply_batch(db, inbound, self.clock(), defer_late=True)
             db.commit()
-        if result.deferred and not self._deferred:
-            self._deferred_since = time.monotonic()
-        self._deferred |= result.deferred
-        self.metrics.deferred_devices.set(len(self._deferred))
+        self._defer(result.deferred)
         for reason, count in result.dead_letters.items():
             self.metrics.dead_letters.labels(reason).inc(count)
         return [point for message, points in parsed if message.accepted for point in points]
@@ -448,9 +445,14 @@ class IngestWorker:
         except (OperationalError, DBAPIError) as error:
             log.warning("heartbeat sweep skipped: %s", str(error).splitlines()[0])
             return
-        if found - self._deferred and not self._deferred:
-            self._deferred_since = now
-        self._deferred |= found
+        self._defer(found)
+
+    def _defer(self, device_pks: set[int]) -> None:
+        """Remember devices whose sessions wait for `_settle`; the wait is counted from the first of them."""
+        if device_pks and not self._deferred:
+            self._deferred_since = time.monotonic()
+        self._deferred |= device_pks
+        self.metrics.deferred_devices.set(len(self._deferred))
 
     def _maybe_settle(self) -> None:
         if not self._deferred or time.monotonic() < self._settle_not_before:
