@@ -179,7 +179,7 @@ def _values(raw: object) -> dict[str, float | bool]:
             values[name] = value
         elif kind is bool:
             values[name] = value
-        elif isinstance(value, int | float) and not isinstance(value, bool) and _finite(value):
+        elif isinstance(value, int | float) and _finite(value):  # (bool, an int, is taken above)
             values[name] = float(value)
         else:
             raise Invalid("bad_value", name)
