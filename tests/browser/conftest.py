@@ -78,8 +78,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def sign_in(page: Page, base_url: str, email: str, password: str = PASSWORD) -> None:
-    """Sign in through the login form (after dropping any earlier session); `base_url` "" for the live server's
+def submit_login(page: Page, base_url: str, email: str, password: str = PASSWORD) -> None:
+    """Fill and send the login form (after dropping any earlier session); `base_url` "" for the live server's
     pages (the context's base URL). The factories' users have PASSWORD, the demo's DEMO_PASSWORD."""
     page.context.clear_cookies()
     page.goto(f"{base_url}/login")
@@ -87,6 +87,11 @@ def sign_in(page: Page, base_url: str, email: str, password: str = PASSWORD) -> 
     form.locator("input[name=email]").fill(email)
     form.locator("input[name=password]").fill(password)
     page.get_by_test_id("login-submit").click()
+
+
+def sign_in(page: Page, base_url: str, email: str, password: str = PASSWORD) -> None:
+    """`submit_login`, and signed in."""
+    submit_login(page, base_url, email, password)
     expect(page.get_by_test_id("user-menu")).to_be_visible()
 
 

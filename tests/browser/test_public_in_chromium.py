@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
 
 from core.accounts.credit_code import make_credit_code
-from tests.browser.conftest import DEMO_PASSWORD, serving
+from tests.browser.conftest import DEMO_PASSWORD, serving, submit_login
 
 pytestmark = pytest.mark.browser
 
@@ -31,15 +31,6 @@ def public_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with serving(tmp_path_factory.mktemp("public-browser"), fill) as (url, _nothing):
         yield url
-
-
-def sign_in(page: Page, base: str, email: str, password: str) -> None:
-    page.context.clear_cookies()
-    page.goto(f"{base}/login")
-    form = page.get_by_test_id("login-form")
-    form.locator("input[name=email]").fill(email)
-    form.locator("input[name=password]").fill(password)
-    page.get_by_test_id("login-submit").click()
 
 
 def test_a_visitor_browses_the_public_catalog_and_sees_prices(page: Page, public_url, screenshot):
@@ -112,11 +103,11 @@ def test_an_organisation_registers_is_approved_and_signs_in(page: Page, public_u
     screenshot("done")
 
     page_watch.allow(401, "/login")
-    sign_in(page, public_url, email, NEW_PASSWORD)
+    submit_login(page, public_url, email, NEW_PASSWORD)
     expect(page.get_by_test_id("form-error")).to_be_visible()  # waiting for approval, not a wrong password
     screenshot("pending")
 
-    sign_in(page, public_url, "admin@labshare.demo", DEMO_PASSWORD)
+    submit_login(page, public_url, "admin@labshare.demo", DEMO_PASSWORD)
     page.goto(f"{public_url}/admin/organisations")
     row = page.get_by_test_id("pending-table").locator("tr", has_text=credit_code)
     expect(row).to_contain_text("绵阳精密光学有限公司")
@@ -124,5 +115,5 @@ def test_an_organisation_registers_is_approved_and_signs_in(page: Page, public_u
     row.get_by_role("button", name=re.compile("批准|Approve")).click()
     expect(page.locator(".alert-success")).to_contain_text("绵阳精密光学有限公司")
 
-    sign_in(page, public_url, email, NEW_PASSWORD)
+    submit_login(page, public_url, email, NEW_PASSWORD)
     expect(page.get_by_test_id("user-menu")).to_contain_text("周工")
