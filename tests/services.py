@@ -50,9 +50,19 @@ class ServiceError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports: each probe stays bound until all are picked (probed one after another, the
+    OS may hand out the same port twice, and influxd then fails to bind its second listener)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOOPBACK, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
 
 
 def _find_executable(name: str, *fallbacks: str) -> str:
@@ -313,8 +323,7 @@ class InfluxDBServer:
     def __init__(self) -> None:
         self._binary = _find_executable("influxd", "/usr/bin/influxd")
         self.host = LOOPBACK
-        self.port = free_port()
-        self.rpc_port = free_port()
+        self.port, self.rpc_port = free_ports(2)
         self.workdir = Path(tempfile.mkdtemp(prefix="labshare-influxdb-"))
         self.config_path = self.workdir / "influxdb.conf"
         self._process = _Process("influxd", self.workdir)
